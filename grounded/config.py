@@ -1,0 +1,206 @@
+"""Typed pipeline configuration: presets live here in Python; YAML files only select and override them.
+
+A YAML file (see ``configs/``) looks like::
+
+    detector: grounding-dino-tiny   # a key of DETECTOR_PRESETS, or a mapping {preset: ..., model: ...}
+    sam: vit_b                      # a key of SAM_PRESETS, or a mapping {preset: ..., checkpoint: ...}
+    box_threshold: 0.35             # any other PipelineConfig field
+
+Unknown keys are refused with their names, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DetectorSpec",
+    "SamSpec",
+    "PipelineConfig",
+    "DETECTOR_PRESETS",
+    "SAM_PRESETS",
+    "PIPELINE_PRESETS",
+    "load_config",
+    "config_to_dict",
+]
+
+TINY_RANDOM = "tiny-random"
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Which Grounding DINO to load.
+
+    ``model`` is a Hugging Face Hub id, a local folder with ``config.json`` + weights, or
+    ``"tiny-random"`` for the untrained in-process model used by tests and offline smoke runs.
+    """
+
+    model: str = "IDEA-Research/grounding-dino-tiny"
+
+    @property
+    def untrained(self) -> bool:
+        return self.model == TINY_RANDOM
+
+
+@dataclass(frozen=True)
+class SamSpec:
+    """Which SAM to build and where its weights come from.
+
+    ``model_type`` is a ``sam_core.SAM_CONFIGS`` key (``vit_b``/``vit_l``/``vit_h``/``tiny``).
+    ``checkpoint`` is Meta's ``.pth``, a Hugging Face SAM folder, or a Hub id; ``None`` means random
+    initialisation, which only the untrained ``tiny`` architecture is allowed to use.
+    """
+
+    model_type: str = "vit_b"
+    checkpoint: str | None = "facebook/sam-vit-base"
+
+    @property
+    def untrained(self) -> bool:
+        return self.checkpoint is None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a ``GroundedSAM`` needs; frozen so a cache key can include it safely."""
+
+    name: str = "default"
+    detector: DetectorSpec = field(default_factory=DetectorSpec)
+    sam: SamSpec = field(default_factory=SamSpec)
+    # GroundingDINO's own defaults: a query is kept when its best token beats box_threshold and its
+    # class phrase beats text_threshold.
+    box_threshold: float = 0.35
+    text_threshold: float = 0.25
+    # Class-aware NMS by default: GroundingDINO emits near-duplicate boxes for one object.
+    nms_iou: float | None = 0.5
+    class_agnostic_nms: bool = False
+    # Caps memory and decoder time for prompts like "thing." on a busy image.
+    max_detections: int = 100
+    # SAM returns 3 candidate masks per box when True; we keep the one with the best predicted IoU.
+    multimask: bool = False
+    # "auto" picks cuda > mps > cpu; dtype "auto" is float32 unless a fast path is known to keep accuracy.
+    device: str = "auto"
+    dtype: str = "float32"
+    # Byte budget of the per-image caches (SAM embeddings, detector outputs, decoded masks).
+    cache_bytes: int = 512 * 1024 * 1024
+    # Refuse images with more pixels than this before decoding them (decompression bombs).
+    max_pixels: int = 40_000_000
+    # Seed for the untrained tiny models (ignored by pretrained presets).
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("box_threshold", "text_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.nms_iou is not None and not 0.0 <= self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in [0, 1] or null, got {self.nms_iou}")
+        if self.max_detections < 1:
+            raise ValueError(f"max_detections must be >= 1, got {self.max_detections}")
+        if self.max_pixels < 1 or self.cache_bytes < 0:
+            raise ValueError("max_pixels must be >= 1 and cache_bytes >= 0")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+
+    @property
+    def untrained(self) -> bool:
+        """True when any model is randomly initialised: its outputs are meaningless (tests only)."""
+        return self.detector.untrained or self.sam.untrained
+
+
+DETECTOR_PRESETS: dict[str, DetectorSpec] = {
+    "grounding-dino-tiny": DetectorSpec("IDEA-Research/grounding-dino-tiny"),
+    "grounding-dino-base": DetectorSpec("IDEA-Research/grounding-dino-base"),
+    TINY_RANDOM: DetectorSpec(TINY_RANDOM),
+}
+
+SAM_PRESETS: dict[str, SamSpec] = {
+    "vit_b": SamSpec("vit_b", "facebook/sam-vit-base"),
+    "vit_l": SamSpec("vit_l", "facebook/sam-vit-large"),
+    "vit_h": SamSpec("vit_h", "facebook/sam-vit-huge"),
+    TINY_RANDOM: SamSpec("tiny", None),
+}
+
+PIPELINE_PRESETS: dict[str, PipelineConfig] = {
+    # CPU-friendly: the smallest real detector and SAM.
+    "default": PipelineConfig(name="default"),
+    # Best masks and boxes; wants a GPU.
+    "quality": PipelineConfig(
+        name="quality",
+        detector=DETECTOR_PRESETS["grounding-dino-base"],
+        sam=SAM_PRESETS["vit_h"],
+    ),
+    # Untrained tiny architectures built in-process from a fixed seed: tests and offline smoke runs.
+    TINY_RANDOM: PipelineConfig(
+        name=TINY_RANDOM,
+        detector=DETECTOR_PRESETS[TINY_RANDOM],
+        sam=SAM_PRESETS[TINY_RANDOM],
+        cache_bytes=64 * 1024 * 1024,
+    ),
+}
+
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _spec(kind: str, value: Any, presets: dict[str, Any], cls: type) -> Any:
+    """A preset name, or a mapping ``{preset: NAME, <field>: value, ...}``, becomes a spec dataclass."""
+    if isinstance(value, str):
+        if value not in presets:
+            raise ValueError(f"unknown {kind} preset {value!r}; choose one of {sorted(presets)}")
+        return presets[value]
+    if isinstance(value, dict):
+        value = dict(value)
+        base = presets[value.pop("preset")] if "preset" in value else cls()
+        _check_keys(kind, value, cls)
+        return dataclasses.replace(base, **value)
+    raise ValueError(f"{kind} must be a preset name or a mapping, got {type(value).__name__}")
+
+
+def _check_keys(kind: str, values: dict[str, Any], cls: type) -> None:
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {kind} key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _from_mapping(values: dict[str, Any], *, name: str) -> PipelineConfig:
+    values = dict(values)
+    base = PIPELINE_PRESETS[values.pop("preset")] if "preset" in values else PipelineConfig(name=name)
+    if "detector" in values:
+        values["detector"] = _spec("detector", values["detector"], DETECTOR_PRESETS, DetectorSpec)
+    if "sam" in values:
+        values["sam"] = _spec("sam", values["sam"], SAM_PRESETS, SamSpec)
+    values.setdefault("name", name)
+    _check_keys("config", values, PipelineConfig)
+    return dataclasses.replace(base, **values)
+
+
+def load_config(name_or_path: str | os.PathLike[str] | PipelineConfig = "default") -> PipelineConfig:
+    """A preset name (``default``, ``quality``, ``tiny-random``), a YAML path, or a config as is."""
+    if isinstance(name_or_path, PipelineConfig):
+        return name_or_path
+    text = str(name_or_path)
+    if text in PIPELINE_PRESETS:
+        return PIPELINE_PRESETS[text]
+    path = Path(text)
+    if not path.is_file() and (_CONFIG_DIR / f"{text}.yaml").is_file():
+        path = _CONFIG_DIR / f"{text}.yaml"
+    if not path.is_file():
+        raise ValueError(f"config {text!r} is neither a preset ({sorted(PIPELINE_PRESETS)}) nor a YAML file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config {path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config {path} must hold a mapping of settings, got {type(values).__name__}")
+    return _from_mapping(values, name=path.stem)
+
+
+def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
+    """Plain-JSON view of a config (for logs, the UI and exported metadata)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,68 @@
+"""Config presets, YAML selection and validation."""
+
+from pathlib import Path
+
+import pytest
+
+from grounded.config import PIPELINE_PRESETS, PipelineConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["default", "quality", "tiny-random"])
+def test_yaml_files_equal_python_presets(name):
+    from_yaml = load_config(CONFIGS / f"{name}.yaml")
+    assert from_yaml == PIPELINE_PRESETS[name]
+    assert load_config(name) == PIPELINE_PRESETS[name]
+
+
+def test_presets_pick_the_documented_models():
+    assert PIPELINE_PRESETS["default"].detector.model == "IDEA-Research/grounding-dino-tiny"
+    assert PIPELINE_PRESETS["default"].sam.model_type == "vit_b"
+    assert PIPELINE_PRESETS["quality"].detector.model == "IDEA-Research/grounding-dino-base"
+    assert PIPELINE_PRESETS["quality"].sam.model_type == "vit_h"
+    assert PIPELINE_PRESETS["tiny-random"].untrained
+    assert not PIPELINE_PRESETS["default"].untrained
+
+
+def test_yaml_overrides_and_nested_specs(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "preset: default\nsam: {preset: vit_b, checkpoint: /models/sam_vit_b_01ec64.pth}\n"
+        "detector: {model: /models/gdino}\nbox_threshold: 0.3\nnms_iou: null\n"
+    )
+    config = load_config(path)
+    assert config.name == "mine"
+    assert config.sam.checkpoint == "/models/sam_vit_b_01ec64.pth"
+    assert config.detector.model == "/models/gdino"
+    assert config.box_threshold == 0.3 and config.nms_iou is None
+    assert config.text_threshold == PIPELINE_PRESETS["default"].text_threshold
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("box_treshold: 0.3\n", "box_treshold"),
+        ("sam: vit_x\n", "vit_x"),
+        ("sam: {preset: vit_b, ckpt: a.pth}\n", "ckpt"),
+        ("box_threshold: 1.5\n", "box_threshold must be in [0, 1]"),
+        ("- a\n- b\n", "mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_yaml_is_refused_with_the_offending_name(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path)
+
+
+def test_unknown_name_is_refused():
+    with pytest.raises(ValueError, match="neither a preset"):
+        load_config("no-such-preset")
+
+
+@pytest.mark.parametrize("field, value", [("text_threshold", -0.1), ("max_detections", 0), ("dtype", "int8")])
+def test_invalid_values_are_refused(field, value):
+    with pytest.raises(ValueError, match=field if field != "dtype" else "dtype"):
+        PipelineConfig(**{field: value})
