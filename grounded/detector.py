@@ -1,0 +1,201 @@
+"""Grounding DINO (transformers' ``GroundingDinoForObjectDetection``) as a text-prompted box detector.
+
+``detect`` runs the model once per caption chunk and returns :class:`RawDetections`: every query's box
+and its score for every class, before any threshold, so new thresholds (``grounded.labels``) re-run
+no model. Preprocessing is ours (``grounded.preprocess``, no torchvision); tokenisation and the
+class <-> token map come from ``grounded.prompt``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from grounded.preprocess import DetectorPreprocessor
+from grounded.prompt import TokenizedCaption, tokenize_classes
+from grounded.weights import ModelUnavailableError, resolve_model_folder
+
+__all__ = ["GroundingDinoDetector", "ModelUnavailableError", "RawDetections", "scores_from_logits"]
+
+
+@dataclass(frozen=True)
+class RawDetections:
+    """All detector queries for one image and one class list, before thresholds.
+
+    Attributes:
+        boxes: Q x 4 float32, xyxy in absolute pixels of the original image, not clipped.
+        class_scores: Q x C float32 in [0, 1]; score of class c for query q = max sigmoid logit over
+            the tokens of class c's phrase (0 for classes that were in another caption chunk).
+        box_scores: Q float32 in [0, 1]; max sigmoid logit over all tokens of the query's caption
+            (``[CLS]``/``.``/``[SEP]`` included), Grounding DINO's ``box_threshold`` score.
+        image_size: (H, W) of the original image.
+    Q = num_queries x number of caption chunks (900 per chunk for the released models).
+    """
+
+    boxes: np.ndarray
+    class_scores: np.ndarray
+    box_scores: np.ndarray
+    image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        num = self.boxes.shape[0]
+        if self.boxes.shape != (num, 4) or self.class_scores.ndim != 2 or self.class_scores.shape[0] != num:
+            raise ValueError(
+                f"RawDetections needs boxes Q x 4 and class_scores Q x C; got {self.boxes.shape} and "
+                f"{self.class_scores.shape}"
+            )
+        if self.box_scores.shape != (num,):
+            raise ValueError(f"box_scores must have shape ({num},), got {self.box_scores.shape}")
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_scores.shape[1])
+
+    def nbytes(self) -> int:
+        """Memory held by the arrays (for byte-bounded caches)."""
+        return int(self.boxes.nbytes + self.class_scores.nbytes + self.box_scores.nbytes)
+
+
+def scores_from_logits(
+    logits: torch.Tensor, token_class: np.ndarray, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class and per-box scores from Grounding DINO token logits.
+
+    Args:
+        logits: Q x L float, one row per query over the padded text positions (L = max_text_len;
+            positions past the caption are ``-inf``).
+        token_class: T int (T <= L), class index of each caption token, -1 for special tokens.
+        num_classes: C, the number of class phrases in this caption.
+
+    Returns:
+        class_scores: Q x C float32, max over each phrase's tokens of sigmoid(logit).
+        box_scores: Q float32, max over all positions of sigmoid(logit) (as transformers' post-processing).
+    """
+    probs = logits.float().sigmoid()  # Q x L
+    box_scores = probs.max(dim=-1).values  # Q
+    phrase_tokens = torch.from_numpy(np.flatnonzero(token_class >= 0)).to(probs.device)  # T_p
+    owners = torch.from_numpy(token_class[token_class >= 0]).to(probs.device)  # T_p class index per token
+    token_probs = probs[:, phrase_tokens]  # Q x T_p
+    class_scores = torch.zeros(probs.shape[0], num_classes, device=probs.device)  # Q x C
+    class_scores.scatter_reduce_(1, owners.expand_as(token_probs), token_probs, reduce="amax")
+    return class_scores, box_scores
+
+
+class GroundingDinoDetector:
+    """Text-prompted boxes from a transformers Grounding DINO model.
+
+    Args:
+        model: a ``GroundingDinoForObjectDetection`` (put in eval mode here).
+        tokenizer: its fast BERT tokenizer (``AutoTokenizer`` of the same folder).
+        model_id: names the weights in cache keys ("IDEA-Research/grounding-dino-tiny", a folder, ...).
+        device, dtype: move/cast the model; ``None`` keeps where and how it is.
+        preprocessor: image resizing/normalisation; defaults to the released models' 800/1333 ImageNet.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str = "custom",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        preprocessor: DetectorPreprocessor | None = None,
+    ) -> None:
+        if device is not None or dtype is not None:
+            model = model.to(device=device, dtype=dtype)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.preprocessor = preprocessor or DetectorPreprocessor()
+        self.max_text_len = int(model.config.max_text_len)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> GroundingDinoDetector:
+        """Load from a Hub id (through the HF cache, honouring ``HF_HUB_OFFLINE``) or a local folder.
+
+        Raises:
+            ModelUnavailableError (a ``ValueError``): files missing from the folder, or not cached and
+                not downloadable; the message names the files, the cache and the remedies.
+        """
+        folder = resolve_model_folder(name_or_path)
+        # Imported here so that a missing model is reported before the slow transformers import.
+        from transformers import AutoTokenizer, GroundingDinoForObjectDetection
+
+        model = GroundingDinoForObjectDetection.from_pretrained(folder, use_safetensors=True, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        preprocessor = None
+        config_file = folder / "preprocessor_config.json"
+        if config_file.is_file():
+            preprocessor = DetectorPreprocessor.from_config_dict(json.loads(config_file.read_text()))
+        is_local = Path(name_or_path).expanduser().is_dir()
+        model_id = str(folder.resolve()) if is_local else name_or_path
+        return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, preprocessor=preprocessor)
+
+    def captions(self, classes: Sequence[str]) -> list[TokenizedCaption]:
+        """The caption chunks ``detect`` runs for ``classes`` (one model pass each)."""
+        return tokenize_classes(self.tokenizer, classes, max_tokens=self.max_text_len)
+
+    @torch.inference_mode()
+    def detect(self, image: np.ndarray, classes: Sequence[str]) -> RawDetections:
+        """All queries' boxes and class scores for ``classes`` on ``image``.
+
+        Args:
+            image: H x W x 3 uint8 RGB.
+            classes: class names (from ``parse_prompt``); C of them. Captions longer than the model's
+                ``max_text_len`` are split into several passes whose queries are concatenated.
+
+        Returns:
+            RawDetections with Q = num_queries x passes rows and C class columns.
+        """
+        chunks = self.captions(classes)
+        pixel_values, pixel_mask = self.preprocessor(image, device=self.device, dtype=self.dtype)
+        height, width = image.shape[:2]
+        scale = torch.tensor([width, height, width, height], device=self.device, dtype=torch.float32)
+
+        boxes, class_scores, box_scores = [], [], []
+        for chunk in chunks:
+            outputs = self.model(
+                pixel_values=pixel_values,
+                pixel_mask=pixel_mask,
+                input_ids=chunk.input_ids.to(self.device),
+                attention_mask=chunk.attention_mask.to(self.device),
+                token_type_ids=chunk.token_type_ids.to(self.device),
+            )
+            chunk_scores, chunk_box_scores = scores_from_logits(
+                outputs.logits[0], chunk.token_class, len(chunk.class_indexes)
+            )
+            full_scores = torch.zeros(chunk_scores.shape[0], len(classes), device=self.device)  # Q x C
+            full_scores[:, torch.from_numpy(chunk.class_indexes).to(self.device)] = chunk_scores
+            cx, cy, w, h = outputs.pred_boxes[0].float().unbind(-1)  # each Q, normalised cxcywh
+            xyxy = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)  # Q x 4
+            boxes.append(xyxy * scale)
+            class_scores.append(full_scores)
+            box_scores.append(chunk_box_scores)
+
+        return RawDetections(
+            boxes=torch.cat(boxes).cpu().numpy().astype(np.float32),
+            class_scores=torch.cat(class_scores).cpu().numpy().astype(np.float32),
+            box_scores=torch.cat(box_scores).cpu().numpy().astype(np.float32),
+            image_size=(int(height), int(width)),
+        )

@@ -1,0 +1,97 @@
+"""Find a Grounding DINO model folder: a local path, or a Hub repo id through the Hugging Face cache.
+
+Only ``huggingface_hub`` is imported here (no torch/transformers), so a missing model is reported in
+well under a second. ``HF_HUB_OFFLINE=1`` is honoured by ``huggingface_hub`` itself: with a warm cache
+nothing touches the network; with a cold cache or no network the caller gets a
+:class:`ModelUnavailableError` naming the repo, the missing files, the cache directory and what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
+
+__all__ = ["ModelUnavailableError", "REQUIRED_FILES", "resolve_model_folder"]
+
+# What GroundingDinoForObjectDetection + AutoTokenizer need; each entry is satisfied by any one of its
+# names. Weights are safetensors only (single file or sharded).
+_REQUIRED = (
+    ("config.json",),
+    ("model.safetensors", "model.safetensors.index.json"),
+    ("tokenizer_config.json",),
+    ("tokenizer.json", "vocab.txt"),
+)
+REQUIRED_FILES = tuple(" or ".join(names) for names in _REQUIRED)
+_DOWNLOAD_PATTERNS = [
+    "config.json",
+    "model*.safetensors*",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+]
+
+
+class ModelUnavailableError(ValueError):
+    """The detector's files are neither in the given folder nor obtainable through the HF cache."""
+
+
+def resolve_model_folder(name_or_path: str) -> Path:
+    """Return a local folder holding the model's files, downloading into the HF cache if allowed.
+
+    Args:
+        name_or_path: a local folder, or a Hub repo id such as ``"IDEA-Research/grounding-dino-tiny"``.
+
+    Raises:
+        ModelUnavailableError: the folder lacks files, or the repo's files are not cached and cannot
+            be downloaded (``HF_HUB_OFFLINE=1``, no network, unknown repo); the message names the
+            missing files, the cache directory and the two remedies.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        missing = _missing_files(path)
+        if missing:
+            raise ModelUnavailableError(
+                f"model folder {str(path)!r} lacks {', '.join(missing)}; a Grounding DINO folder needs "
+                f"{', '.join(REQUIRED_FILES)} (e.g. from `hf download IDEA-Research/grounding-dino-tiny "
+                f"--local-dir {path}`)"
+            )
+        return path
+    if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelUnavailableError(
+            f"{name_or_path!r} is not a model folder (it does not exist or is a file) nor a Hub repo id "
+            "like 'IDEA-Research/grounding-dino-tiny'"
+        )
+
+    cache_dir = constants.HF_HUB_CACHE  # from HF_HUB_CACHE / HF_HOME, as huggingface_hub resolves it
+    try:
+        folder = Path(snapshot_download(name_or_path, allow_patterns=_DOWNLOAD_PATTERNS, cache_dir=cache_dir))
+    except Exception as error:  # any hub/network/cache failure becomes one actionable message
+        raise ModelUnavailableError(
+            _unavailable_message(name_or_path, cache_dir, f"{type(error).__name__}: {error}")
+        ) from error
+    missing = _missing_files(folder)
+    if missing:
+        reason = "the cached snapshot is incomplete"
+        raise ModelUnavailableError(_unavailable_message(name_or_path, cache_dir, reason, missing))
+    return folder
+
+
+def _missing_files(folder: Path) -> list[str]:
+    return [" or ".join(names) for names in _REQUIRED if not any((folder / name).is_file() for name in names)]
+
+
+def _unavailable_message(repo_id: str, cache_dir: str, reason: str, missing: list[str] | None = None) -> str:
+    if missing is None:
+        cached = lambda name: isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir), str)
+        missing = [" or ".join(names) for names in _REQUIRED if not any(cached(n) for n in names)]
+    offline = "HF_HUB_OFFLINE=1 is set" if constants.is_offline_mode() else "HF_HUB_OFFLINE is not set"
+    return (
+        f"cannot load detector {repo_id!r}: files {', '.join(missing) or '(none listed)'} are not in the "
+        f"Hugging Face cache {cache_dir} and could not be downloaded ({offline}; {reason}). Either "
+        f"pre-download them with `hf download {repo_id}` (same HF_HOME/HF_HUB_CACHE) and then set "
+        "HF_HUB_OFFLINE=1 to run without network, or pass a local folder path holding "
+        f"{', '.join(REQUIRED_FILES)}."
+    )
