@@ -1,0 +1,326 @@
+"""GroundedSAM: text prompt -> Grounding DINO boxes -> SAM masks, as ``sv.Detections``.
+
+Expensive work is cached per image content and model, bounded by bytes:
+- the detector's raw queries per (image, detector, classes): new thresholds re-run no model;
+- the SAM image embedding per (image, SAM): a new prompt on the same image skips the SAM encoder;
+- SAM's low-resolution mask logits per (image, SAM, box): boxes seen before are not decoded again.
+Each model is guarded by its own lock, so concurrent callers never run one model at the same time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import supervision as sv
+import torch
+
+from grounded.cache import ByteLRUCache
+from grounded.config import PipelineConfig, load_config
+from grounded.detector import GroundingDinoDetector, RawDetections
+from grounded.images import image_content_hash, load_image
+from grounded.labels import select_detections
+from grounded.models import build_detector, build_sam_model, resolve_dtype
+from grounded.prompt import parse_prompt
+from sam_core import ImageEmbedding, Sam, SamPredictor
+
+__all__ = ["GroundedSAM", "PipelineStats"]
+
+# Masks are upsampled to the original size in chunks so N x H x W float32 never exists at once.
+_UPSAMPLE_CHUNK = 16
+
+
+@dataclass
+class PipelineStats:
+    """How often each model ran; tests use these to prove what the caches saved."""
+
+    detector_calls: int = 0
+    sam_encoder_calls: int = 0
+    sam_decoder_calls: int = 0
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    low_res: torch.Tensor  # 1 x h x w float32 logits (h = w = image_size // 4)
+    score: float  # SAM's predicted IoU for this mask
+
+    def nbytes(self) -> int:
+        return self.low_res.numel() * self.low_res.element_size() + 8
+
+
+class GroundedSAM:
+    """Text-prompted instance segmentation.
+
+    Args:
+        detector: a ``GroundingDinoDetector`` (boxes and one class per box from the prompt).
+        sam: a ``sam_core.Sam`` (masks from boxes).
+        config: thresholds, caps and cache budget; ``PipelineConfig()`` when omitted.
+    """
+
+    def __init__(self, detector: GroundingDinoDetector, sam: Sam, *, config: PipelineConfig | None = None):
+        self.config = config or PipelineConfig()
+        self.detector = detector
+        self.sam = sam
+        self._predictor = SamPredictor(sam)
+        self._cache = ByteLRUCache(self.config.cache_bytes)
+        self._detector_lock = threading.Lock()
+        self._sam_lock = threading.Lock()
+        self.stats = PipelineStats()
+        self._sam_id = f"sam:{self.config.sam.model_type}:{self.config.sam.checkpoint}:{id(sam)}"
+        self._detector_id = f"det:{detector.model_id}:{id(detector)}"
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(
+        cls,
+        name_or_path: str | os.PathLike[str] | PipelineConfig = "default",
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        **overrides: Any,
+    ) -> GroundedSAM:
+        """Build from a preset name (``default``, ``quality``, ``tiny-random``) or a YAML path.
+
+        ``device``/``dtype`` and any other ``PipelineConfig`` field given as a keyword override the
+        file. Real presets fetch weights through the Hugging Face cache; without network or cache they
+        fail fast with a message naming the missing files and the ``HF_HUB_OFFLINE``/local-path options.
+        """
+        config = load_config(name_or_path)
+        if device is not None:
+            overrides["device"] = device
+        if dtype is not None:
+            overrides["dtype"] = dtype
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        torch_device = _resolve_device(config.device)
+        torch_dtype = resolve_dtype(config.dtype, torch_device)
+        detector = build_detector(config, device=torch_device, dtype=torch_dtype)
+        sam = build_sam_model(config, device=torch_device, dtype=torch_dtype)
+        return cls(detector, sam, config=config)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def is_untrained(self) -> bool:
+        """True for the tiny random preset: outputs are meaningless and must be labelled as such."""
+        return self.config.untrained
+
+    @staticmethod
+    def classes_of(prompt: str | Sequence[str]) -> list[str]:
+        """The class list a prompt stands for; ``class_id`` indexes into it."""
+        return parse_prompt(prompt)
+
+    def predict(
+        self,
+        image: Any,
+        prompt: str | Sequence[str],
+        *,
+        box_threshold: float | None = None,
+        text_threshold: float | None = None,
+        nms_iou: float | None = None,
+        multimask: bool | None = None,
+        max_detections: int | None = None,
+        class_agnostic_nms: bool | None = None,
+    ) -> sv.Detections:
+        """Segment every instance of the prompt's classes in one image.
+
+        Args:
+            image: path, bytes, PIL image or HxWx3 uint8 RGB array (other modes are converted).
+            prompt: ``"cat. dog"``, ``"cat, dog"`` or ``["cat", "dog"]``.
+            box_threshold, text_threshold, nms_iou, multimask, max_detections, class_agnostic_nms:
+                override the config for this call (``None`` keeps it; ``nms_iou=1.0`` disables NMS).
+
+        Returns:
+            ``sv.Detections`` with ``xyxy`` (N x 4 float32, absolute pixels of the original image,
+            clipped), ``mask`` (N x H x W bool), ``confidence`` (detector score), ``class_id`` (index
+            into ``classes_of(prompt)``), ``data["class_name"]`` and ``data["mask_score"]`` (SAM's
+            predicted IoU). No detections gives an empty ``Detections`` with the same fields.
+        """
+        rgb = load_image(image, max_pixels=self.config.max_pixels)
+        classes = parse_prompt(prompt)
+        image_key = image_content_hash(rgb)
+        raw = self._raw_detections(rgb, image_key, classes)
+        cfg = self.config
+        detections = select_detections(
+            raw,
+            classes,
+            box_threshold=cfg.box_threshold if box_threshold is None else box_threshold,
+            text_threshold=cfg.text_threshold if text_threshold is None else text_threshold,
+            nms_iou=cfg.nms_iou if nms_iou is None else nms_iou,
+            class_agnostic_nms=cfg.class_agnostic_nms if class_agnostic_nms is None else class_agnostic_nms,
+            max_detections=cfg.max_detections if max_detections is None else max_detections,
+        )
+        use_multimask = cfg.multimask if multimask is None else multimask
+        return self._add_masks(rgb, image_key, detections, multimask=use_multimask)
+
+    def predict_batch(
+        self, images: Iterable[Any], prompt: str | Sequence[str], **kwargs: Any
+    ) -> list[sv.Detections]:
+        """``predict`` for each image, with the same prompt and options (text parsed once)."""
+        classes = parse_prompt(prompt)
+        return [self.predict(image, classes, **kwargs) for image in images]
+
+    def segment_boxes(
+        self, image: Any, boxes_xyxy: np.ndarray | Sequence[Sequence[float]], *, multimask: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """SAM masks for given boxes (no detector): the box-prompted protocol used by ``eval``.
+
+        ``boxes_xyxy`` is N x 4 in absolute pixels of the original image. Returns (masks N x H x W
+        bool, mask scores N float32). All boxes go through the decoder in one call.
+        """
+        rgb = load_image(image, max_pixels=self.config.max_pixels)
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)  # N x 4
+        height, width = rgb.shape[:2]
+        boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+        return self._masks_for_boxes(rgb, image_content_hash(rgb), boxes, multimask=multimask)
+
+    def refine(
+        self,
+        image: Any,
+        detections: sv.Detections,
+        index: int,
+        points_xy: np.ndarray | Sequence[Sequence[float]],
+        point_labels: np.ndarray | Sequence[int],
+    ) -> sv.Detections:
+        """Re-decode instance ``index`` with extra clicks, from the cached image embedding.
+
+        ``points_xy`` is K x 2 in absolute pixels of the original image; ``point_labels`` is K with
+        1 = foreground, 0 = background. Returns a copy of ``detections`` with that mask replaced.
+        """
+        if not 0 <= index < len(detections):
+            raise ValueError(f"instance index {index} is out of range for {len(detections)} detections")
+        points = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)  # K x 2
+        labels = np.asarray(point_labels, dtype=np.int64).reshape(-1)  # K
+        if len(points) != len(labels):
+            raise ValueError(f"got {len(points)} points but {len(labels)} point labels")
+        rgb = load_image(image, max_pixels=self.config.max_pixels)
+        height, width = rgb.shape[:2]
+        if detections.mask is not None and detections.mask.shape[1:] != (height, width):
+            raise ValueError("detections were made for an image of another size")
+        embedding = self._embedding(rgb, image_content_hash(rgb))
+        with self._sam_lock:
+            self._predictor.set_embedding(embedding)
+            transform = self._predictor.transform
+            device = self._predictor.device
+            coords = transform.apply_coords_torch(torch.as_tensor(points, device=device), (height, width))
+            box = transform.apply_boxes_torch(
+                torch.as_tensor(detections.xyxy[index : index + 1], device=device), (height, width)
+            )
+            masks, scores, _ = self._predictor.predict_torch(
+                coords[None],  # 1 x K x 2
+                torch.as_tensor(labels, device=device)[None],  # 1 x K
+                boxes=box,  # 1 x 4
+                multimask_output=False,
+            )
+            self.stats.sam_decoder_calls += 1
+        refined = _copy_detections(detections)
+        if refined.mask is None:
+            refined.mask = np.zeros((len(refined), height, width), dtype=bool)
+        refined.mask[index] = masks[0, 0].cpu().numpy()
+        refined.data["mask_score"][index] = float(scores[0, 0])
+        return refined
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ cached stages
+    def _raw_detections(self, rgb: np.ndarray, image_key: str, classes: list[str]) -> RawDetections:
+        key = ("detector", self._detector_id, image_key, tuple(classes))
+        raw = self._cache.get(key)
+        if raw is None:
+            with self._detector_lock:
+                raw = self._cache.get(key)
+                if raw is None:
+                    raw = self.detector.detect(rgb, classes)
+                    self.stats.detector_calls += 1
+                    self._cache.put(key, raw, raw.nbytes())
+        return raw
+
+    def _embedding(self, rgb: np.ndarray, image_key: str) -> ImageEmbedding:
+        key = ("embedding", self._sam_id, image_key)
+        embedding = self._cache.get(key)
+        if embedding is None:
+            with self._sam_lock:
+                embedding = self._cache.get(key)
+                if embedding is None:
+                    self._predictor.set_image(rgb)
+                    embedding = self._predictor.embedding
+                    self.stats.sam_encoder_calls += 1
+                    self._cache.put(key, embedding, embedding.nbytes())
+        return embedding
+
+    def _decode(self, rgb: np.ndarray, image_key: str, xyxy: np.ndarray, multimask: bool) -> list[_Decoded]:
+        """Low-res logits for every box, decoding only boxes not seen before, all in ONE call."""
+        keys = [("mask", self._sam_id, image_key, multimask, box.tobytes()) for box in xyxy]
+        decoded: list[_Decoded | None] = [self._cache.get(key) for key in keys]
+        missing = [i for i, item in enumerate(decoded) if item is None]
+        if missing:
+            embedding = self._embedding(rgb, image_key)
+            with self._sam_lock:
+                self._predictor.set_embedding(embedding)
+                device = self._predictor.device
+                boxes = self._predictor.transform.apply_boxes_torch(
+                    torch.as_tensor(xyxy[missing], device=device), embedding.original_size
+                )  # M x 4 in the model's input frame
+                _, scores, low_res = self._predictor.predict_torch(
+                    None, None, boxes=boxes, multimask_output=multimask, return_logits=True
+                )  # scores: M x C, low_res: M x C x h x w (C = 3 with multimask, else 1)
+                self.stats.sam_decoder_calls += 1
+            best = scores.argmax(dim=1)  # M
+            rows = torch.arange(len(missing), device=scores.device)
+            best_low_res = low_res[rows, best].float().cpu()  # M x h x w
+            best_scores = scores[rows, best].float().cpu()  # M
+            for j, i in enumerate(missing):
+                item = _Decoded(best_low_res[j : j + 1].clone(), float(best_scores[j]))
+                self._cache.put(keys[i], item, item.nbytes())
+                decoded[i] = item
+        return [item for item in decoded if item is not None]
+
+    def _add_masks(
+        self, rgb: np.ndarray, image_key: str, detections: sv.Detections, *, multimask: bool
+    ) -> sv.Detections:
+        masks, scores = self._masks_for_boxes(rgb, image_key, detections.xyxy, multimask=multimask)
+        detections.mask = masks
+        detections.data["mask_score"] = scores
+        return detections
+
+    def _masks_for_boxes(
+        self, rgb: np.ndarray, image_key: str, xyxy: np.ndarray, *, multimask: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        height, width = rgb.shape[:2]
+        if len(xyxy) == 0:
+            return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
+        xyxy = np.ascontiguousarray(xyxy, dtype=np.float32)  # N x 4
+        decoded = self._decode(rgb, image_key, xyxy, multimask)
+        embedding = self._embedding(rgb, image_key)
+        masks = np.empty((len(decoded), height, width), dtype=bool)
+        for start in range(0, len(decoded), _UPSAMPLE_CHUNK):
+            chunk = torch.stack(
+                [d.low_res for d in decoded[start : start + _UPSAMPLE_CHUNK]]
+            )  # n x 1 x h x w
+            chunk = chunk.to(embedding.features.device)
+            full = self.sam.postprocess_masks(chunk, embedding.input_size, embedding.original_size)
+            masks[start : start + len(chunk)] = (
+                (full[:, 0] > self.sam.mask_threshold).cpu().numpy()
+            )  # n x H x W
+        return masks, np.array([d.score for d in decoded], dtype=np.float32)
+
+
+def _resolve_device(name: str) -> torch.device:
+    from sam_core.device import resolve_device
+
+    return resolve_device(None if name == "auto" else name)
+
+
+def _copy_detections(detections: sv.Detections) -> sv.Detections:
+    return sv.Detections(
+        xyxy=detections.xyxy.copy(),
+        mask=None if detections.mask is None else detections.mask.copy(),
+        confidence=None if detections.confidence is None else detections.confidence.copy(),
+        class_id=None if detections.class_id is None else detections.class_id.copy(),
+        data={k: np.array(v, copy=True) for k, v in detections.data.items()},
+    )
