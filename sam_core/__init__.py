@@ -1,0 +1,31 @@
+"""Segment Anything in plain PyTorch: a drop-in for Meta's ``segment_anything``.
+
+``from sam_core import sam_model_registry, SamPredictor`` replaces the same names from
+``segment_anything``; ``build_sam`` adds device/dtype/seed control and loads Meta ``.pth`` files,
+Hugging Face SAM folders and Hub ids through one strict loader.
+"""
+
+from .build import build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, sam_model_registry
+from .checkpoint import CheckpointError, load_sam_state_dict
+from .config import SAM_CONFIGS, SamConfig
+from .device import resolve_device
+from .predictor import ImageEmbedding, SamPredictor
+from .sam import Sam
+from .transforms import ResizeLongestSide
+
+__all__ = [
+    "CheckpointError",
+    "ImageEmbedding",
+    "ResizeLongestSide",
+    "SAM_CONFIGS",
+    "Sam",
+    "SamConfig",
+    "SamPredictor",
+    "build_sam",
+    "build_sam_vit_b",
+    "build_sam_vit_h",
+    "build_sam_vit_l",
+    "load_sam_state_dict",
+    "resolve_device",
+    "sam_model_registry",
+]

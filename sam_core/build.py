@@ -1,0 +1,154 @@
+"""Build a SAM from a config (preset name or SamConfig), optionally loading weights.
+
+``sam_model_registry`` and ``build_sam_vit_b/l/h`` mirror Meta's segment_anything/build_sam.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+
+from .checkpoint import check_state_dict, load_sam_state_dict, read_checkpoint_config
+from .config import SAM_CONFIGS, SamConfig
+from .device import resolve_device, resolve_dtype
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .sam import Sam
+from .transformer import TwoWayTransformer
+
+__all__ = [
+    "build_sam",
+    "sam_model_registry",
+    "build_sam_vit_b",
+    "build_sam_vit_l",
+    "build_sam_vit_h",
+    "sam_from_config",
+]
+
+_ALIASES = {"default": "vit_h"}  # Meta's registry: "default" is ViT-H
+
+
+def build_sam(
+    model_type: str | SamConfig = "default",
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int | None = None,
+) -> Sam:
+    """A SAM in eval mode on ``device`` (None: cuda > mps > cpu) running in ``dtype`` (None: float32).
+
+    Args:
+        model_type: a ``SAM_CONFIGS`` key ("vit_b", "vit_l", "vit_h", "tiny"; "default" = "vit_h"),
+            a ``SamConfig``, or "auto" to take the architecture from a Hugging Face config.json.
+        checkpoint: Meta's .pth (or .safetensors with Meta's keys), a Hugging Face SAM folder
+            (config.json + model.safetensors) or a Hub id like "facebook/sam-vit-base"; None for random
+            weights. Loading is strict (``CheckpointError`` names missing/unexpected/mis-shaped keys).
+        seed: makes the random initialisation deterministic (without touching the global RNG).
+    """
+    config = _resolve_config(model_type, checkpoint)
+    target_device = resolve_device(device)
+    target_dtype = resolve_dtype(dtype)
+    if checkpoint is None:
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            sam = sam_from_config(config)
+    else:
+        state = load_sam_state_dict(checkpoint, config=config)
+        with torch.device("meta"):  # no time spent on a random init that the weights overwrite
+            sam = sam_from_config(config)
+        check_state_dict(sam, state, source=f"checkpoint {os.fspath(checkpoint)!r}")
+        sam = sam.to_empty(device="cpu")
+        sam.load_state_dict(state, strict=True)
+        sam.reset_pixel_stats()
+    sam = sam.to(device=target_device)
+    if target_dtype != torch.float32:
+        sam.set_dtype(target_dtype)
+    return sam.eval()
+
+
+def sam_from_config(config: SamConfig) -> Sam:
+    """An uninitialised-by-checkpoint SAM (Meta's default init) for ``config``, float32."""
+    grid = config.image_embedding_size
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=config.image_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads,
+            mlp_ratio=config.mlp_ratio,
+            out_chans=config.prompt_embed_dim,
+            window_size=config.window_size,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=config.prompt_embed_dim,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                num_heads=config.decoder_num_heads,
+                mlp_dim=config.decoder_mlp_dim,
+            ),
+            num_multimask_outputs=config.num_multimask_outputs,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=config.pixel_mean,
+        pixel_std=config.pixel_std,
+        config=config,
+    )
+
+
+def _resolve_config(model_type: str | SamConfig, checkpoint: str | os.PathLike | None) -> SamConfig:
+    if isinstance(model_type, SamConfig):
+        return model_type
+    if not isinstance(model_type, str):
+        raise ValueError(f"model_type must be a preset name or a SamConfig, got {type(model_type).__name__}")
+    if model_type == "auto":
+        found = None if checkpoint is None else read_checkpoint_config(checkpoint)
+        if found is None:
+            raise ValueError(
+                "model_type='auto' needs a Hugging Face SAM folder or Hub id (its config.json "
+                f"names the architecture); pass one of {sorted(SAM_CONFIGS)} for a bare weights file"
+            )
+        return found
+    name = _ALIASES.get(model_type, model_type)
+    if name not in SAM_CONFIGS:
+        raise ValueError(
+            f"unknown SAM model_type {model_type!r}; choose one of "
+            f"{sorted(SAM_CONFIGS) + sorted(_ALIASES)}, 'auto', or pass a SamConfig"
+        )
+    return SAM_CONFIGS[name]
+
+
+def _registry_builder(name: str) -> Callable[..., Sam]:
+    def build(checkpoint: str | os.PathLike | None = None) -> Sam:
+        # Meta's builders return a float32 model on the CPU; callers move it with .to(device).
+        return build_sam(name, checkpoint, device="cpu")
+
+    build.__name__ = f"build_sam_{name}"
+    build.__doc__ = f"Meta-compatible builder: SAM {name} on the CPU, float32, optional checkpoint."
+    return build
+
+
+build_sam_vit_h = _registry_builder("vit_h")
+build_sam_vit_l = _registry_builder("vit_l")
+build_sam_vit_b = _registry_builder("vit_b")
+
+sam_model_registry: dict[str, Callable[..., Sam]] = {
+    "default": build_sam_vit_h,
+    "vit_h": build_sam_vit_h,
+    "vit_l": build_sam_vit_l,
+    "vit_b": build_sam_vit_b,
+}

@@ -1,0 +1,248 @@
+"""``SamPredictor``: embed an image once (expensive), then decode many prompts (cheap).
+
+Adapted from Meta's segment_anything/predictor.py (Apache-2.0) with the same API, plus
+``set_embedding``/``embedding`` to restore a cached embedding, and input checks that raise
+``ValueError`` instead of asserting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .sam import Sam
+from .transforms import ResizeLongestSide
+from .validation import check_box, check_image, check_mask_input, check_points, check_prompt_batch
+
+__all__ = ["SamPredictor", "ImageEmbedding"]
+
+# Prompts upsampled to full resolution at once: bounds the float32 B x M x S x S intermediate.
+_POSTPROCESS_CHUNK = 16
+
+
+@dataclass(frozen=True, eq=False)
+class ImageEmbedding:
+    """What ``set_image`` computes, to cache per image and restore with ``set_embedding``.
+
+    features: 1 x C x h x w in the model's dtype/device (C = prompt_embed_dim, h = w = image_size // 16).
+    original_size: (H, W) of the original image. input_size: (h, w) after resize, before padding.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+    def nbytes(self) -> int:
+        """Bytes held by the feature tensor."""
+        return self.features.element_size() * self.features.nelement()
+
+
+class SamPredictor:
+    """Drop-in for ``segment_anything.SamPredictor``."""
+
+    def __init__(self, sam_model: Sam) -> None:
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.reset_image()
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed an H x W x 3 uint8 image (pixel values 0..255) in ``image_format`` ('RGB' or 'BGR')."""
+        image = check_image(image, image_format)
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        input_image = self.transform.apply_image(image)  # h x w x 3 uint8
+        input_image_torch = torch.as_tensor(input_image, device=self.device)
+        input_image_torch = input_image_torch.permute(2, 0, 1).contiguous()[None, :, :, :]  # 1 x 3 x h x w
+        self.set_torch_image(input_image_torch, image.shape[:2])
+
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """Embed a 1 x 3 x h x w image already resized with ``self.transform`` (pixel values 0..255)."""
+        size = self.model.image_encoder.img_size
+        shape = tuple(transformed_image.shape)
+        if len(shape) != 4 or shape[0] != 1 or shape[1] != 3 or max(shape[2:]) != size:
+            raise ValueError(
+                f"set_torch_image expects 1 x 3 x h x w with longest side {size} "
+                f"(use predictor.transform.apply_image_torch), got {shape}"
+            )
+        original = (int(original_image_size[0]), int(original_image_size[1]))
+        expected = self.transform.get_preprocess_shape(original[0], original[1], size)
+        if shape[2:] != expected:
+            raise ValueError(
+                f"an original image of {original} (H, W) resizes to {expected}, "
+                f"but the transformed image is {shape[2:]}"
+            )
+        self.reset_image()
+        self.original_size = original
+        self.input_size = (shape[2], shape[3])
+        input_image = self.model.preprocess(transformed_image.to(self.device))  # 1 x 3 x S x S float32
+        self.features = self.model.image_encoder(input_image)  # 1 x C x h x w
+        self.is_image_set = True
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Restore an embedding from ``predictor.embedding`` (e.g. a cache) instead of re-encoding."""
+        if not isinstance(embedding, ImageEmbedding):
+            raise ValueError(f"set_embedding expects an ImageEmbedding, got {type(embedding).__name__}")
+        grid = self.model.prompt_encoder.image_embedding_size
+        expected = (1, self.model.prompt_encoder.embed_dim, grid[0], grid[1])
+        if tuple(embedding.features.shape) != expected:
+            raise ValueError(
+                f"embedding features are {tuple(embedding.features.shape)} but this model needs "
+                f"{expected}; was it made by another SAM?"
+            )
+        H, W = embedding.original_size
+        input_size = self.transform.get_preprocess_shape(H, W, self.transform.target_length)
+        if tuple(embedding.input_size) != input_size:
+            raise ValueError(
+                f"embedding input_size {tuple(embedding.input_size)} does not match original_size "
+                f"{(H, W)} resized to {input_size}"
+            )
+        self.reset_image()
+        self.features = embedding.features.to(device=self.device, dtype=self.model.dtype)
+        self.original_size = (int(H), int(W))
+        self.input_size = input_size
+        self.is_image_set = True
+
+    @property
+    def embedding(self) -> ImageEmbedding:
+        """The current image's embedding, to cache and later pass to ``set_embedding``."""
+        self._require_image("to get its embedding")
+        return ImageEmbedding(self.features, self.original_size, self.input_size)
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The current image's 1 x C x h x w embedding."""
+        self._require_image("to generate an embedding")
+        return self.features
+
+    def reset_image(self) -> None:
+        """Forget the current image."""
+        self.is_image_set = False
+        self.features = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+        self.orig_h = self.orig_w = self.input_h = self.input_w = None  # Meta's attributes
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _require_image(self, purpose: str = "before mask prediction") -> None:
+        if not self.is_image_set:
+            raise RuntimeError(
+                f"An image must be set with .set_image(...) (or .set_embedding(...)) {purpose}."
+            )
+
+    # ------------------------------------------------------------------ prompts
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one prompt, all coordinates in pixels of the original image.
+
+        Args:
+            point_coords: N x 2 (x, y); point_labels: N (1 = foreground, 0 = background).
+            box: xyxy, shape 4. mask_input: 1 x m x m low-res logits from a previous call (m = 256).
+            multimask_output: 3 masks (ambiguous prompts) instead of 1.
+            return_logits: float logits instead of bool masks.
+
+        Returns:
+            masks C x H x W (bool, or float32 logits), iou_predictions C (float32),
+            low_res_logits C x m x m (float32).
+        """
+        self._require_image()
+        coords_torch = labels_torch = box_torch = mask_input_torch = None
+        if point_coords is not None or point_labels is not None:
+            coords, labels = check_points(point_coords, point_labels, self.original_size)
+            coords = self.transform.apply_coords(coords, self.original_size)
+            coords_torch = torch.as_tensor(coords, dtype=torch.float, device=self.device)[
+                None, :, :
+            ]  # 1 x N x 2
+            labels_torch = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None, :]  # 1 x N
+        if box is not None:
+            box = self.transform.apply_boxes(check_box(box, self.original_size), self.original_size)  # 1 x 4
+            box_torch = torch.as_tensor(box, dtype=torch.float, device=self.device)
+        if mask_input is not None:
+            mask = check_mask_input(mask_input, self.model.prompt_encoder.mask_input_size[0])
+            mask_input_torch = torch.as_tensor(mask, device=self.device)[None, :, :, :]  # 1 x 1 x m x m
+        masks, iou_predictions, low_res_masks = self.predict_torch(
+            coords_torch,
+            labels_torch,
+            box_torch,
+            mask_input_torch,
+            multimask_output,
+            return_logits=return_logits,
+        )
+        return masks[0].cpu().numpy(), iou_predictions[0].cpu().numpy(), low_res_masks[0].cpu().numpy()
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks for B prompts in ONE decoder call; coordinates in the transformed (input) frame.
+
+        Args:
+            point_coords: B x N x 2 (x, y) and point_labels: B x N, or None.
+            boxes: B x 4 xyxy, or None. mask_input: B x 1 x m x m (or 1 x 1 x m x m shared), or None.
+
+        Returns:
+            masks B x C x H x W (bool, or float32 logits with return_logits), iou_predictions B x C and
+            low_res_logits B x C x m x m, float32.
+        """
+        iou_predictions, low_res_masks = self.predict_low_res_torch(
+            point_coords, point_labels, boxes, mask_input, multimask_output
+        )
+        masks = torch.empty(
+            (*low_res_masks.shape[:2], *self.original_size),
+            dtype=torch.float32 if return_logits else torch.bool,
+            device=low_res_masks.device,
+        )  # B x C x H x W
+        for start in range(0, len(low_res_masks), _POSTPROCESS_CHUNK):
+            chunk = self.model.postprocess_masks(
+                low_res_masks[start : start + _POSTPROCESS_CHUNK], self.input_size, self.original_size
+            )
+            masks[start : start + len(chunk)] = chunk if return_logits else chunk > self.model.mask_threshold
+        return masks, iou_predictions, low_res_masks
+
+    @torch.no_grad()
+    def predict_low_res_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict_torch`` without the full-resolution upsampling: (iou B x C, low-res B x C x m x m)."""
+        self._require_image()
+        mask_size = self.model.prompt_encoder.mask_input_size[0]
+        boxes = check_prompt_batch(point_coords, point_labels, boxes, mask_input, mask_size)
+        points = None
+        if point_coords is not None:
+            points = (point_coords.to(self.device), point_labels.to(self.device))
+        sparse, dense = self.model.prompt_encoder(
+            points=points,
+            boxes=None if boxes is None else boxes.to(self.device),
+            masks=None if mask_input is None else mask_input.to(self.device),
+        )
+        low_res_masks, iou_predictions = self.model.mask_decoder(
+            image_embeddings=self.features,  # 1 x C x h x w, shared by all B prompts (never copied)
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        return iou_predictions, low_res_masks
