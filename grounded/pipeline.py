@@ -266,8 +266,8 @@ class GroundedSAM:
                 boxes = self._predictor.transform.apply_boxes_torch(
                     torch.as_tensor(xyxy[missing], device=device), embedding.original_size
                 )  # M x 4 in the model's input frame
-                _, scores, low_res = self._predictor.predict_torch(
-                    None, None, boxes=boxes, multimask_output=multimask, return_logits=True
+                scores, low_res = self._predictor.predict_low_res_torch(
+                    None, None, boxes=boxes, multimask_output=multimask
                 )  # scores: M x C, low_res: M x C x h x w (C = 3 with multimask, else 1)
                 self.stats.sam_decoder_calls += 1
             best = scores.argmax(dim=1)  # M
