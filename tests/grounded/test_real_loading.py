@@ -1,0 +1,82 @@
+"""The real-weights code path: a YAML config naming a Hub id and a Meta .pth loads offline from a warm cache.
+
+No pretrained weights can be downloaded here, so the untrained tiny models are saved in the layouts the
+real checkpoints use (a Hugging Face snapshot in the Hub cache; Meta's ``.pth`` state dict) and loaded
+through exactly the code that loads ``IDEA-Research/grounding-dino-tiny`` and ``sam_vit_b_01ec64.pth``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import huggingface_hub.constants as constants
+import numpy as np
+import pytest
+import torch
+
+from grounded import GroundedSAM
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LOW = {"box_threshold": 0.0, "text_threshold": 0.0, "max_detections": 5}
+
+
+@pytest.fixture(scope="module")
+def reference() -> GroundedSAM:
+    return GroundedSAM.from_config("tiny-random")
+
+
+def _warm_cache(reference: GroundedSAM, root) -> None:
+    """What ``hf download acme/tiny-gd`` leaves in the Hub cache."""
+    repo = root / "models--acme--tiny-gd"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    snapshot = repo / "snapshots" / COMMIT
+    reference.detector.model.save_pretrained(snapshot)
+    reference.detector.tokenizer.save_pretrained(snapshot)
+    size = reference.detector.preprocessor
+    (snapshot / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"shortest_edge": size.shortest_edge, "longest_edge": size.longest_edge}})
+    )
+
+
+def test_yaml_config_loads_hub_id_and_meta_checkpoint_offline(reference, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    _warm_cache(reference, cache)
+    sam_path = tmp_path / "sam_tiny.pth"
+    torch.save(reference.sam.state_dict(), sam_path)  # Meta's key layout
+    config = tmp_path / "offline.yaml"
+    config.write_text(
+        f"detector: {{model: acme/tiny-gd}}\nsam: {{model_type: tiny, checkpoint: {sam_path}}}\n"
+        "box_threshold: 0.3\n"
+    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def _no_network(*args, **kwargs):
+        raise AssertionError("loading from a warm cache must not touch the network")
+
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+
+    pipe = GroundedSAM.from_config(config, device="cpu")
+    assert not pipe.is_untrained
+    assert pipe.config.box_threshold == 0.3 and pipe.config.name == "offline"
+    assert pipe.detector.model_id == "acme/tiny-gd"
+
+    image = np.random.default_rng(3).integers(0, 256, (80, 120, 3), dtype=np.uint8)
+    ours = pipe.predict(image, "cat. dog", **LOW)
+    ref = reference.predict(image, "cat. dog", **LOW)
+    assert len(ours) == len(ref) > 0
+    np.testing.assert_allclose(ours.xyxy, ref.xyxy, atol=1e-3)
+    assert list(ours.data["class_name"]) == list(ref.data["class_name"])
+    assert (ours.mask == ref.mask).mean() >= 0.999
+
+
+def test_a_big_sam_without_checkpoint_is_refused(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("detector: tiny-random\nsam: {model_type: vit_b, checkpoint: null}\n")
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        GroundedSAM.from_config(config)
