@@ -1,0 +1,365 @@
+"""Gradio front end for grounded-sam: wiring only; the logic lives in ``grounded.service``.
+
+Run ``python app.py [--config default|quality|tiny-random|PATH] [--host H] [--port P] [--share]``
+(environment: ``GSAM_CONFIG``, ``GSAM_HOST``/``GRADIO_SERVER_NAME``, ``GSAM_PORT``/``GRADIO_SERVER_PORT``,
+``GSAM_SHARE``, ``GSAM_DEVICE``, ``GSAM_QUEUE_SIZE``, ``GSAM_CONCURRENCY``, ``GSAM_MAX_FILE_SIZE`` in MB,
+``GSAM_MAX_SESSIONS``).
+Public API (``gradio_client``): ``/segment`` -> overlay image + the shared JSON schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import html
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from grounded import service
+from grounded.annotate import annotate
+from grounded.pipeline import GroundedSAM
+from grounded.service import PipelineProvider, SegmentOptions, Session
+from grounded.spaces_compat import gpu
+
+__all__ = ["build_demo", "launch_demo", "main", "write_examples"]
+
+_LOG = logging.getLogger("grounded.app")
+MB = 1_000_000
+UNTRAINED_WARNING = (
+    "> ⚠️ **Untrained model.** This server runs the *tiny-random* preset: randomly initialised "
+    "models for tests and smoke runs. Its boxes, labels and masks are **meaningless**; every result "
+    "is marked `\"untrained\": true`. Start it with `--config default` for real weights."
+)
+_INTRO = (
+    "# Grounded SAM\nType what to find (`dog. frisbee. person`): Grounding DINO finds the boxes and "
+    "SAM cuts one mask per instance. Threshold sliders re-filter instantly from cache. To refine an "
+    "instance, pick it (list, legend or table row) and click on the overlay: green adds, red removes."
+)
+_CLICK_MODES = ["add (positive)", "remove (negative)"]
+_PRESET_INFO = "fast: Grounding DINO-T + SAM ViT-B; quality: DINO-B + SAM ViT-H (loaded on first use)"
+# Photos bundled inside scikit-image (no download) and prompts that fit them.
+_EXAMPLES = (
+    ("chelsea", "cat."),
+    ("astronaut", "person. rocket. flag."),
+    ("coffee", "cup. saucer. spoon."),
+    ("rocket", "rocket. tree. building."),
+    ("stereo_motorcycle", "motorcycle. helmet."),
+)
+
+
+def write_examples(folder: str | os.PathLike[str]) -> list[list[str]]:
+    """Write the example photos as PNGs into ``folder`` (once); ``[path, prompt]`` pairs.
+
+    Images this scikit-image install cannot load offline (fetchers needing pooch) are skipped.
+    """
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    examples = []
+    for name, prompt in _EXAMPLES:
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            try:
+                image = getattr(skimage.data, name)()
+            except Exception:  # noqa: BLE001 - needs a download here: leave this example out
+                _LOG.info("example %s is not bundled with scikit-image here; skipped", name)
+                continue
+            image = image[0] if isinstance(image, tuple) else image  # stereo pair -> left view
+            tmp = folder / f".{name}.{uuid.uuid4().hex}.png"
+            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp)
+            os.replace(tmp, path)
+        examples.append([str(path), prompt])
+    return examples
+
+
+def _errors_for_users(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """ValueError -> ``gr.Error`` with its (HTML-escaped) message; anything else is logged here and
+    the client gets a generic message (no traceback, no paths)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ValueError as exc:
+            raise gr.Error(html.escape(str(exc), quote=False), print_exception=False) from None
+        except Exception:
+            _LOG.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error("Internal error while processing this request (logged on the server). "
+                           "Try again, or with a smaller image.", print_exception=False) from None
+
+    return wrapper
+
+
+def _as_provider(pipelines: GroundedSAM | PipelineProvider | Callable[[], GroundedSAM]) -> PipelineProvider:
+    if isinstance(pipelines, PipelineProvider):
+        return pipelines
+    if isinstance(pipelines, GroundedSAM):
+        return PipelineProvider.from_pipeline(pipelines)
+    if callable(pipelines):
+        return PipelineProvider({"default": pipelines})
+    raise TypeError(f"build_demo needs a GroundedSAM, a PipelineProvider or a factory, got {type(pipelines)}")
+
+
+def build_demo(
+    pipelines: GroundedSAM | PipelineProvider | Callable[[], GroundedSAM],
+    *,
+    examples: bool = True,
+    queue_size: int = 16,
+    concurrency: int = 1,
+    max_file_size: int = 25 * MB,
+    session_ttl_s: int = 1800,
+) -> gr.Blocks:
+    """The Gradio page and its ``/segment`` API endpoint.
+
+    Args:
+        pipelines: one pipeline, a lazily loading ``PipelineProvider`` (fast/quality presets), or a
+            zero-argument factory (loaded on first use).
+        examples: show the scikit-image example photos.
+        queue_size: requests waiting beyond this are refused ("queue full").
+        concurrency: model events running at once (the pipeline also locks each model).
+        max_file_size: bytes; also applied to base64 and URL images (pass the same to ``launch_demo``).
+        session_ttl_s: a tab's state (image, masks) is dropped after this long unused.
+    """
+    provider = _as_provider(pipelines)
+    upload_dir = get_upload_folder()  # gradio's cache: uploads land here, outputs written here are tracked
+    os.makedirs(upload_dir, exist_ok=True)
+    known = provider.config(provider.default)
+    defaults = SegmentOptions.from_config(known or provider.get().config)
+
+    def options(box: float, text: float, nms: float, max_det: float, multimask: bool) -> SegmentOptions:
+        return SegmentOptions(box, text, nms, max_det, bool(multimask))
+
+    def new_session(image: Any, prompt: str, preset: str, opts: SegmentOptions) -> Session:
+        source = service.resolve_image(image, upload_dir=upload_dir, max_bytes=max_file_size)
+        name = service.image_name_of(image)
+        return service.segment(provider, source, prompt, preset=preset, options=opts, image_name=name)
+
+    def render(session: Session, started: float, *, note: str = "", selected: Any = None) -> tuple[Any, ...]:
+        overlay = annotate(session.image, session.detections)
+        folder = Path(tempfile.mkdtemp(prefix="gsam-", dir=upload_dir))
+        bundle = service.write_bundle(session, overlay, folder)
+        value, colors = service.annotated_value(session)
+        count = len(session.detections)
+        status = f"**{count}** instance{'s' * (count != 1)} · {1000 * (time.perf_counter() - started):.0f} ms"
+        if note:
+            status += f" · {note}"
+        if session.untrained:
+            status = f"⚠️ untrained model, meaningless output · {status}"
+        choices = service.instance_choices(session.detections)
+        keep = isinstance(selected, int) and 0 <= selected < len(choices)  # a slider keeps the pick
+        return (
+            session,
+            status,
+            gr.AnnotatedImage(value=value, color_map=colors),
+            service.overlay_with_clicks(overlay, session.clicks),
+            service.table_rows(session.detections),
+            gr.DownloadButton(value=str(bundle), interactive=True),
+            service.result_json(session),
+            gr.Dropdown(choices=choices, value=selected if keep else (choices[0][1] if choices else None)),
+        )
+
+    @_errors_for_users
+    @gpu
+    def run(image: Any, prompt: str, box_threshold: float, text_threshold: float, nms_iou: float,
+            preset: str, max_detections: float, multimask: bool) -> tuple[Any, ...]:
+        started = time.perf_counter()
+        opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
+        return render(new_session(image, prompt, preset, opts), started)
+
+    @_errors_for_users
+    @gpu
+    def refilter(session: Session | None, box_threshold: float, text_threshold: float, nms_iou: float,
+                 max_detections: float, multimask: bool, selected: int | None) -> tuple[Any, ...]:
+        if session is None:  # nothing run yet: sliders only set the next run's values
+            return tuple(gr.skip() for _ in outputs)
+        started = time.perf_counter()
+        opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
+        session = service.refilter(provider, session, opts)
+        return render(session, started, note="re-filtered from cache", selected=selected)
+
+    @_errors_for_users
+    @gpu
+    def click(session: Session | None, index: int | None, mode: str, evt: gr.SelectData) -> tuple[Any, ...]:
+        if session is None:
+            raise ValueError("run a prompt first, then click on the overlay to refine an instance")
+        started = time.perf_counter()
+        x, y = evt.index
+        positive = mode == _CLICK_MODES[0]
+        session = service.add_click(provider, session, index=index, x=x, y=y, positive=positive)
+        return render(session, started, note=f"instance #{index} refined")[:-1]
+
+    @_errors_for_users
+    def reset(session: Session | None, index: int | None) -> tuple[Any, ...]:
+        if session is None:
+            raise ValueError("nothing to reset: run a prompt first")
+        started = time.perf_counter()
+        return render(service.reset_instance(session, index), started, note=f"instance #{index} reset")[:-1]
+
+    @_errors_for_users
+    @gpu
+    def segment_api(image: Any, prompt: str, box_threshold: float, text_threshold: float, nms_iou: float,
+                    preset: str, max_detections: float, multimask: bool) -> tuple[Any, dict[str, Any]]:
+        """Segment every instance of the prompt's classes: returns the overlay image and the JSON result
+        ({"image": {"width", "height"}, "classes", "detections": [{"label", "class_id", "score", "mask_score",
+        "box_xyxy", "area", "mask": COCO RLE}], "untrained", "model"})."""
+        opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
+        session = new_session(image, prompt, preset, opts)
+        return annotate(session.image, session.detections), service.result_json(session)
+
+    untrained = known is not None and known.untrained
+    with gr.Blocks(title="Grounded SAM", delete_cache=(600, 3600), analytics_enabled=False) as demo:
+        gr.Markdown(_INTRO)
+        gr.Markdown(UNTRAINED_WARNING, visible=untrained, elem_id="untrained-warning")
+        state = gr.State(None, time_to_live=session_ttl_s)
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                # type="filepath" + image_mode=None: gradio never decodes pixels; load_image does,
+                # after its header pixel check (the events below take the raw payload: preprocess=False).
+                image = gr.Image(label="Image", type="filepath", image_mode=None, elem_id="input-image",
+                                 sources=["upload", "clipboard", "webcam"], height=360)
+                prompt = gr.Textbox(label="Prompt", placeholder="dog. frisbee. person", max_length=2000,
+                                    elem_id="prompt", info="Class names separated by '.' or ','; Enter runs.")
+                run_button = gr.Button("Run", variant="primary", elem_id="run")
+                box = gr.Slider(0, 1, value=defaults.box_threshold, step=0.01, label="Box threshold",
+                                elem_id="box-threshold")
+                text = gr.Slider(0, 1, value=defaults.text_threshold, step=0.01, label="Text threshold",
+                                 elem_id="text-threshold")
+                nms = gr.Slider(0, 1, value=defaults.nms_iou, step=0.01, label="NMS IoU (1 = off)",
+                                elem_id="nms-iou")
+                with gr.Accordion("Advanced", open=False):
+                    several = len(provider.names) > 1
+                    preset = gr.Dropdown(provider.names, value=provider.default, label="Preset",
+                                         interactive=several, info=_PRESET_INFO if several else None)
+                    max_det = gr.Slider(1, max(300, defaults.max_detections), value=defaults.max_detections,
+                                        step=1, label="Max detections")
+                    multimask = gr.Checkbox(value=defaults.multimask, label="Multimask (best of 3 SAM masks)")
+            with gr.Column(scale=3, min_width=320):
+                status = gr.Markdown(elem_id="status")
+                annotated = gr.AnnotatedImage(label="Instances (click a legend entry to highlight it)",
+                                              elem_id="instances", height=420)
+                overlay = gr.Image(label="Overlay: click to refine the selected instance", interactive=False,
+                                   format="webp", elem_id="overlay", height=420)
+                with gr.Row():
+                    instance = gr.Dropdown([], label="Instance to refine", elem_id="instance")
+                    mode = gr.Radio(_CLICK_MODES, value=_CLICK_MODES[0], label="A click")
+                    reset_button = gr.Button("Reset instance", size="sm", elem_id="reset")
+                table = gr.Dataframe(headers=service.TABLE_HEADERS, label="Detections", interactive=False,
+                                     datatype=["number", "str", "number", "number", "str", "number"],
+                                     elem_id="detections")
+                download = gr.DownloadButton("Download results (.zip): COCO JSON, mask PNGs, overlay",
+                                             interactive=False, elem_id="download")
+                with gr.Accordion("JSON result", open=False):
+                    result = gr.JSON(label="Result")
+        if examples:
+            gr.Examples(write_examples(Path(tempfile.gettempdir()) / "grounded-sam-examples"),
+                        inputs=[image, prompt], cache_examples=False, api_visibility="private")
+        # API-only endpoint: hidden trigger and outputs, so /segment returns exactly (overlay, JSON).
+        api_trigger = gr.Button(visible=False)
+        api_overlay = gr.Image(label="overlay", format="png", visible=False)
+        api_result = gr.JSON(label="result", visible=False)
+
+        outputs = [state, status, annotated, overlay, table, download, result, instance]
+        model_event = {"concurrency_id": "pipeline", "concurrency_limit": concurrency}
+        run_inputs = [image, prompt, box, text, nms, preset, max_det, multimask]
+        for trigger in (run_button.click, prompt.submit):
+            trigger(run, run_inputs, outputs, preprocess=False, api_visibility="private", **model_event)
+        for control in (box, text, nms, max_det, multimask):
+            control.input(refilter, [state, box, text, nms, max_det, multimask, instance], outputs,
+                          trigger_mode="always_last", show_progress="hidden", api_visibility="private",
+                          **model_event)
+        overlay.select(click, [state, instance, mode], outputs[:-1], api_visibility="private", **model_event)
+        reset_button.click(reset, [state, instance], outputs[:-1], api_visibility="private", **model_event)
+        annotated.select(_pick_instance, None, instance, api_visibility="private", queue=False)
+        table.select(_pick_row, None, instance, api_visibility="private", queue=False)
+        api_trigger.click(segment_api, run_inputs, [api_overlay, api_result], api_name="segment",
+                          preprocess=False, **model_event)
+    demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
+    return demo
+
+
+def _pick_instance(evt: gr.SelectData) -> int:
+    return int(evt.index)
+
+
+def _pick_row(evt: gr.SelectData) -> int:
+    return int(evt.index[0])
+
+
+def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+                max_file_size: int = 25 * MB, max_sessions: int = 256,
+                prevent_thread_lock: bool = False) -> Any:
+    """Launch with the service's safety settings: no tracebacks to clients, upload size limit, no
+    extra file routes (no ``allowed_paths``), and at most ``max_sessions`` sessions' state kept
+    (gradio keeps each session's component values; the least recently used are dropped)."""
+    return demo.launch(server_name=host, server_port=port, share=share, show_error=False,
+                       max_file_size=max_file_size, prevent_thread_lock=prevent_thread_lock,
+                       state_session_capacity=max_sessions, footer_links=["api"], quiet=prevent_thread_lock)
+
+
+def _env(*names: str, default: str | None = None) -> str | None:
+    return next((os.environ[name] for name in names if os.environ.get(name)), default)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Grounded SAM web app (Gradio).")
+    parser.add_argument("--config", default=_env("GSAM_CONFIG", default="default"),
+                        help="preset (default, quality, tiny-random) or YAML path [GSAM_CONFIG]")
+    parser.add_argument("--host", default=_env("GSAM_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),
+                        help="bind address; 0.0.0.0 to serve the network [GSAM_HOST, GRADIO_SERVER_NAME]")
+    parser.add_argument("--port", type=int,
+                        default=int(_env("GSAM_PORT", "GRADIO_SERVER_PORT", default="7860")),
+                        help="port [GSAM_PORT, GRADIO_SERVER_PORT]")
+    parser.add_argument("--share", action="store_true",
+                        default=_env("GSAM_SHARE", default="0").lower() in ("1", "true", "yes"),
+                        help="create a public gradio.live link [GSAM_SHARE=1]")
+    parser.add_argument("--device", default=_env("GSAM_DEVICE"),
+                        help="cpu, cuda, mps (default: auto) [GSAM_DEVICE]")
+    parser.add_argument("--queue-size", type=int, default=int(_env("GSAM_QUEUE_SIZE", default="16")),
+                        help="max waiting requests [GSAM_QUEUE_SIZE]")
+    parser.add_argument("--concurrency", type=int, default=int(_env("GSAM_CONCURRENCY", default="1")),
+                        help="model events running at once [GSAM_CONCURRENCY]")
+    parser.add_argument("--max-sessions", type=int, default=int(_env("GSAM_MAX_SESSIONS", default="256")),
+                        help="sessions whose state is kept (LRU) [GSAM_MAX_SESSIONS]")
+    parser.add_argument("--max-file-size-mb", type=float,
+                        default=float(_env("GSAM_MAX_FILE_SIZE", default="25")),
+                        help="largest accepted image file in MB [GSAM_MAX_FILE_SIZE]")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
+    args = parse_args(argv)
+    overrides = {"device": args.device} if args.device else {}
+    try:
+        provider = PipelineProvider.from_config(args.config, **overrides)
+        provider.get()  # load the default preset now: missing weights fail here, clearly, not on first use
+    except (ValueError, RuntimeError, OSError) as exc:
+        detail = exc.__cause__ if isinstance(exc, service.PresetUnavailableError) else exc
+        sys.exit(f"grounded-sam app: cannot load config {args.config!r}: {detail}\n"
+                 "Put the weights in the Hugging Face cache (or pass a local folder in a YAML config), "
+                 "or try the app offline with --config tiny-random (untrained, meaningless output).")
+    max_file_size = int(args.max_file_size_mb * MB)
+    demo = build_demo(provider, queue_size=args.queue_size, concurrency=args.concurrency,
+                      max_file_size=max_file_size)
+    launch_demo(demo, host=args.host, port=args.port, share=args.share, max_file_size=max_file_size,
+                max_sessions=args.max_sessions)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,397 @@
+"""The logic behind the Gradio app, with no gradio import, so every piece is unit-testable.
+
+``app.py`` only wires components to these functions. One browser session goes:
+
+1. :func:`segment` decodes the upload (pixel limit checked from the header, before decoding), runs
+   the pipeline and keeps everything in a :class:`Session` (held per tab in ``gr.State``).
+2. :func:`refilter` applies new thresholds to the same image and prompt; the pipeline's caches make
+   it model-free (no detector or SAM encoder run).
+3. :func:`add_click` / :func:`reset_instance`: click-to-refine one instance from the cached embedding.
+4. Views of a session: :func:`result_json` (the shared JSON schema), :func:`table_rows`,
+   :func:`annotated_value` (``gr.AnnotatedImage``), :func:`overlay_with_clicks` and
+   :func:`write_bundle` (the zip download).
+
+Every user mistake raises ``ValueError`` with a message that says what to do; the app shows it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import supervision as sv
+from PIL import Image
+
+from grounded.annotate import class_color, detection_labels
+from grounded.config import PIPELINE_PRESETS, PipelineConfig, load_config
+from grounded.export import CocoBuilder, detections_to_dict, save_mask_png
+from grounded.images import load_image
+from grounded.pipeline import GroundedSAM
+
+__all__ = [
+    "TABLE_HEADERS", "Click", "PipelineProvider", "PresetUnavailableError", "SegmentOptions", "Session",
+    "add_click", "annotated_value", "image_name_of", "instance_choices", "overlay_with_clicks", "refilter",
+    "reset_instance", "resolve_image", "result_json", "segment", "table_rows", "write_bundle",
+]
+
+_LOG = logging.getLogger(__name__)
+MAX_PROMPT_CHARS = 2000
+TABLE_HEADERS = ["#", "label", "detector score", "mask score", "box (x0, y0, x1, y1)", "area (px)"]
+UNTRAINED_NOTE = "UNTRAINED tiny-random model: boxes and masks are meaningless (tests and smoke runs only)"
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def resolve_image(payload: Any, *, upload_dir: str | os.PathLike[str], max_bytes: int) -> str | bytes:
+    """What a client sent as the image -> a file path inside ``upload_dir``, or encoded bytes.
+
+    ``payload`` is gradio's raw file payload (``{"path": ..., "url": ...}``), a base64 ``data:`` URL
+    or a path string. Nothing is decoded here: ``load_image`` does that after its header pixel check,
+    so base64 and URL inputs get the same decompression-bomb limit as uploads. Paths outside the
+    upload folder are refused, so a client cannot make the server read its own files.
+    """
+    if payload is None:
+        raise ValueError("no image: upload an image (or pick an example) first")
+    if isinstance(payload, dict):
+        url, path = payload.get("url"), payload.get("path")
+        if isinstance(url, str) and url.startswith("data:"):
+            return _decode_data_url(url, max_bytes)
+        payload = path
+    if isinstance(payload, str) and payload.startswith("data:"):
+        return _decode_data_url(payload, max_bytes)
+    if not isinstance(payload, str) or not payload:
+        raise ValueError("image input holds neither a file nor a data: URL; send the file with "
+                         "gradio_client.handle_file(path_or_url)")
+    real, root = Path(payload).resolve(), Path(upload_dir).resolve()
+    if not real.is_relative_to(root) or not real.is_file():
+        raise ValueError("image is not a file uploaded to this app; send it with "
+                         "gradio_client.handle_file(path_or_url) instead of naming a server path")
+    size = real.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"image file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    return str(real)
+
+
+def _decode_data_url(url: str, max_bytes: int) -> bytes:
+    header, sep, data = url.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise ValueError("an image data: URL must be base64 encoded: data:image/png;base64,...")
+    if len(data) * 3 // 4 > max_bytes:
+        raise ValueError(f"image is {len(data) * 3 / 4e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    try:
+        return base64.b64decode(data)
+    except (binascii.Error, ValueError):
+        raise ValueError("the image data: URL is not valid base64") from None
+
+
+def image_name_of(payload: Any, default: str = "image.png") -> str:
+    """The uploaded file's base name (for the COCO ``file_name``), or ``default``."""
+    name = payload.get("orig_name") if isinstance(payload, dict) else None
+    return os.path.basename(str(name)) if name else default
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """The page's sliders and switches, validated. ``nms_iou=1.0`` turns NMS off."""
+
+    box_threshold: float
+    text_threshold: float
+    nms_iou: float
+    max_detections: int
+    multimask: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("box_threshold", "text_threshold", "nms_iou"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        count = self.max_detections
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or count != int(count) or count < 1:
+            raise ValueError(f"max_detections must be a whole number >= 1, got {count!r}")
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> SegmentOptions:
+        nms = 1.0 if config.nms_iou is None else config.nms_iou
+        return cls(config.box_threshold, config.text_threshold, nms, config.max_detections, config.multimask)
+
+    def predict_kwargs(self) -> dict[str, Any]:
+        return {"box_threshold": float(self.box_threshold), "text_threshold": float(self.text_threshold),
+                "nms_iou": float(self.nms_iou), "max_detections": int(self.max_detections),
+                "multimask": bool(self.multimask)}
+
+
+# ------------------------------------------------------------------------------------- pipelines
+class PipelineProvider:
+    """Named pipelines (the page's presets), each built on first use, then kept. Thread-safe.
+
+    Args:
+        builders: preset name -> zero-argument function returning a ``GroundedSAM``.
+        configs: preset name -> its config, when known before building (for the untrained notice).
+        default: the preset selected on the page (the first one when omitted).
+    """
+
+    def __init__(self, builders: Mapping[str, Callable[[], GroundedSAM]], *,
+                 configs: Mapping[str, PipelineConfig] | None = None, default: str | None = None) -> None:
+        if not builders:
+            raise ValueError("PipelineProvider needs at least one preset")
+        self._builders = dict(builders)
+        self._configs = dict(configs or {})
+        self._loaded: dict[str, GroundedSAM] = {}
+        self._locks = {name: threading.Lock() for name in self._builders}
+        self.default = default if default is not None else next(iter(self._builders))
+        if self.default not in self._builders:
+            raise ValueError(f"default preset {self.default!r} is not one of {self.names}")
+
+    @classmethod
+    def from_pipeline(cls, pipeline: GroundedSAM, *, name: str | None = None) -> PipelineProvider:
+        """One already-built pipeline is the only choice."""
+        name = name or pipeline.config.name
+        provider = cls({name: lambda: pipeline}, configs={name: pipeline.config})
+        provider._loaded[name] = pipeline
+        return provider
+
+    @classmethod
+    def from_config(cls, config: str | os.PathLike[str] | PipelineConfig = "default",
+                    **overrides: Any) -> PipelineProvider:
+        """``fast`` = the given config and ``quality`` = the quality preset (Grounding DINO-B + SAM
+        ViT-H). An untrained config is offered alone. ``overrides`` (device, dtype, ...) go to both."""
+        base = load_config(config)
+        if base.untrained:
+            configs = {base.name: base}
+        elif base.name == "quality":
+            configs = {"fast": PIPELINE_PRESETS["default"], "quality": base}
+        else:
+            configs = {"fast": base, "quality": PIPELINE_PRESETS["quality"]}
+        builders = {name: _builder(cfg, overrides) for name, cfg in configs.items()}
+        default = "quality" if base.name == "quality" else next(iter(configs))
+        return cls(builders, configs=configs, default=default)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._builders)
+
+    def config(self, name: str) -> PipelineConfig | None:
+        """The preset's config if known without building it (``None`` for opaque builders)."""
+        return self._loaded[name].config if name in self._loaded else self._configs.get(name)
+
+    def get(self, name: str | None = None) -> GroundedSAM:
+        """The pipeline for preset ``name`` (default preset when ``None``), building it once."""
+        name = self.default if name is None else name
+        if name not in self._builders:
+            raise ValueError(f"unknown preset {name!r}; choose one of {self.names}")
+        with self._locks[name]:
+            if name not in self._loaded:
+                try:
+                    self._loaded[name] = self._builders[name]()
+                except Exception as exc:  # the details (paths, hub errors) go to the server log only
+                    _LOG.warning("preset %r could not be loaded: %s", name, exc)
+                    raise PresetUnavailableError(
+                        f"preset {name!r} could not be loaded on this server (its weights are not "
+                        "available); choose another preset or ask the operator") from exc
+            return self._loaded[name]
+
+
+class PresetUnavailableError(ValueError):
+    """A preset's models failed to load; the cause (``__cause__``) holds the details for the operator."""
+
+
+def _builder(config: PipelineConfig, overrides: dict[str, Any]) -> Callable[[], GroundedSAM]:
+    return lambda: GroundedSAM.from_config(config, **overrides)
+
+
+# --------------------------------------------------------------------------------------- session
+class Click(NamedTuple):
+    """One refine click, in absolute pixels of the original image."""
+
+    x: float
+    y: float
+    positive: bool
+
+
+@dataclass(frozen=True)
+class Session:
+    """Everything one browser tab needs to re-threshold, refine and export without the upload.
+
+    ``predicted`` is the pipeline's output (what Reset restores); ``detections`` is ``predicted``
+    with refined masks. Masks are N x H x W bool in the frame of ``image`` (H x W x 3 uint8 RGB).
+    """
+
+    image: np.ndarray
+    image_name: str
+    classes: tuple[str, ...]
+    preset: str
+    config: PipelineConfig
+    options: SegmentOptions
+    predicted: sv.Detections
+    detections: sv.Detections
+    clicks: Mapping[int, tuple[Click, ...]] = field(default_factory=dict)
+
+    @property
+    def untrained(self) -> bool:
+        return self.config.untrained
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+
+def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str | None,
+            options: SegmentOptions, image_name: str = "image.png") -> Session:
+    """Run the pipeline on ``image`` (path, bytes or array) for ``prompt``; see ``GroundedSAM.predict``."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be text, got {type(prompt).__name__}")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    pipeline = provider.get(preset)
+    classes = pipeline.classes_of(prompt)  # ValueError for an empty prompt, before decoding
+    rgb = load_image(image, max_pixels=pipeline.config.max_pixels)
+    detections = pipeline.predict(rgb, classes, **options.predict_kwargs())
+    return Session(rgb, image_name, tuple(classes), preset or provider.default, pipeline.config, options,
+                   detections, detections)
+
+
+def refilter(provider: PipelineProvider, session: Session, options: SegmentOptions) -> Session:
+    """The same image and prompt with new options; served from the pipeline caches (refinements reset)."""
+    detections = provider.get(session.preset).predict(session.image, list(session.classes),
+                                                      **options.predict_kwargs())
+    return dataclasses.replace(session, options=options, predicted=detections, detections=detections,
+                               clicks={})
+
+
+def add_click(provider: PipelineProvider, session: Session, *, index: int, x: float, y: float,
+              positive: bool) -> Session:
+    """Add a click to instance ``index``'s SAM prompt (its box + all its clicks) and re-decode its mask."""
+    _check_index(session, index)
+    height, width = session.image_size
+    if not (0 <= x < width and 0 <= y < height):
+        raise ValueError(f"click ({x:.0f}, {y:.0f}) is outside the {width} x {height} image")
+    clicks = (*session.clicks.get(index, ()), Click(float(x), float(y), bool(positive)))
+    points = np.array([[c.x, c.y] for c in clicks], dtype=np.float32)  # K x 2, xy pixels
+    labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)  # K, 1 = foreground
+    refined = provider.get(session.preset).refine(session.image, session.detections, index, points, labels)
+    return dataclasses.replace(session, detections=refined, clicks={**session.clicks, index: clicks})
+
+
+def reset_instance(session: Session, index: int) -> Session:
+    """Restore instance ``index``'s predicted mask and forget its clicks."""
+    _check_index(session, index)
+    detections = session.detections[np.arange(len(session.detections))]  # fancy indexing copies
+    detections.mask[index] = session.predicted.mask[index]
+    detections.data["mask_score"][index] = session.predicted.data["mask_score"][index]
+    clicks = {k: v for k, v in session.clicks.items() if k != index}
+    return dataclasses.replace(session, detections=detections, clicks=clicks)
+
+
+def _check_index(session: Session, index: Any) -> None:
+    count = len(session.detections)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
+        raise ValueError(f"pick an instance to refine (0..{count - 1}); got {index!r}" if count
+                         else "there is no instance to refine: run a prompt that finds something first")
+
+
+# ----------------------------------------------------------------------------------------- views
+def result_json(session: Session) -> dict[str, Any]:
+    """``grounded.export.detections_to_dict``'s schema plus ``"untrained"`` and ``"model"``."""
+    result = detections_to_dict(session.detections, image_size=session.image_size, classes=session.classes)
+    config = session.config
+    result["untrained"] = config.untrained
+    result["model"] = {"preset": session.preset, "config": config.name, "detector": config.detector.model,
+                       "sam": config.sam.model_type, "sam_checkpoint": config.sam.checkpoint}
+    return result
+
+
+def table_rows(detections: sv.Detections) -> list[list[Any]]:
+    """One row per detection, columns as :data:`TABLE_HEADERS` (labels stay plain text)."""
+    names = detections.data.get("class_name", [])
+    mask_scores = detections.data.get("mask_score")
+    areas = detections.mask.sum(axis=(1, 2)).tolist() if detections.mask is not None else [None] * len(names)
+    rows = []
+    for i, (name, score, box, area) in enumerate(
+            zip(names, detections.confidence.tolist(), detections.xyxy.tolist(), areas, strict=True)):
+        mask_score = None if mask_scores is None else round(float(mask_scores[i]), 3)
+        box_text = ", ".join(f"{v:.1f}" for v in box)
+        rows.append([i, str(name), round(score, 3), mask_score, box_text, area])
+    return rows
+
+
+def instance_choices(detections: sv.Detections) -> list[tuple[str, int]]:
+    """``("#0 dog 0.87", 0)`` pairs for the instance picker."""
+    return [(f"#{i} {label}", i) for i, label in enumerate(detection_labels(detections))]
+
+
+AnnotatedValue = tuple[np.ndarray, list[tuple[np.ndarray, str]]]  # (H x W x 3 image, [(H x W mask, label)])
+
+
+def annotated_value(session: Session) -> tuple[AnnotatedValue, dict[str, str]]:
+    """``gr.AnnotatedImage`` value ``(image, [(mask, "dog 0.87"), ...])`` and its label -> colour map.
+
+    Colours follow ``grounded.annotate.class_color``, so the legend matches the overlay.
+    """
+    detections = session.detections
+    labels = detection_labels(detections)
+    masks = detections.mask if detections.mask is not None else np.zeros((0, *session.image_size), bool)
+    colors = {label: class_color(int(cid)) for label, cid in zip(labels, detections.class_id, strict=True)}
+    # gradio uses the mask value as alpha: 0.55 keeps the photo visible under each mask
+    return (session.image, [(masks[i] * np.float32(0.55), labels[i]) for i in range(len(labels))]), colors
+
+
+def overlay_with_clicks(overlay: np.ndarray, clicks: Mapping[int, tuple[Click, ...]]) -> np.ndarray:
+    """Draw refine clicks on an H x W x 3 overlay: green discs add, red discs remove (a copy)."""
+    if not any(clicks.values()):
+        return overlay
+    out = overlay.copy()
+    height, width = out.shape[:2]
+    radius = max(3, round(min(height, width) / 100))
+    ys, xs = np.ogrid[:height, :width]  # H x 1, 1 x W
+    for click in (c for group in clicks.values() for c in group):
+        disc = (xs - click.x) ** 2 + (ys - click.y) ** 2  # H x W squared distances
+        out[disc <= (radius + 2) ** 2] = 255
+        out[disc <= radius**2] = (40, 200, 60) if click.positive else (230, 40, 40)
+    return out
+
+
+def write_bundle(session: Session, overlay: np.ndarray, folder: str | os.PathLike[str]) -> Path:
+    """Write ``grounded-sam-results.zip`` into ``folder`` and return its path.
+
+    Contents: ``coco.json`` (COCO instances, compressed RLE), ``result.json`` (:func:`result_json`),
+    ``masks/NNN_<label>.png`` (one lossless 0/255 PNG per instance) and ``overlay.png``.
+    """
+    detections = session.detections
+    zip_path = Path(folder) / "grounded-sam-results.zip"
+    with tempfile.TemporaryDirectory(prefix="gsam-bundle-") as tmp:
+        root = Path(tmp)
+        description = "grounded-sam predictions" + (f" ({UNTRAINED_NOTE})" if session.untrained else "")
+        coco = CocoBuilder(description=description)
+        coco.add_categories(session.classes)  # category id = class_id + 1, in prompt order
+        image_id = coco.add_image(session.image_name, session.image_size[1], session.image_size[0])
+        coco.add_detections(image_id, detections)
+        files = [coco.save(root / "coco.json")]
+        (root / "result.json").write_text(json.dumps(result_json(session)), encoding="utf-8")
+        files.append(root / "result.json")
+        names = detections.data.get("class_name", [])
+        for i, name in enumerate(names):
+            files.append(save_mask_png(detections.mask[i], root / "masks" / f"{i:03d}_{_slug(name)}.png"))
+        Image.fromarray(overlay).save(root / "overlay.png")
+        files.append(root / "overlay.png")
+        with zipfile.ZipFile(zip_path, "w") as bundle:
+            for path in files:  # PNGs are already compressed: store them
+                method = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
+                bundle.write(path, path.relative_to(root).as_posix(), compress_type=method)
+    return zip_path
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:40] or "object"
+
