@@ -27,6 +27,7 @@ from gradio.utils import get_upload_folder
 
 from grounded import service
 from grounded.annotate import annotate
+from grounded.gradio_patches import fix_temp_file_sweep
 from grounded.pipeline import GroundedSAM
 from grounded.service import PipelineProvider, SegmentOptions, Session
 from grounded.spaces_compat import gpu
@@ -139,6 +140,7 @@ def build_demo(
     upload_dir = get_upload_folder()  # gradio's cache: uploads land here, outputs written here are tracked
     os.makedirs(upload_dir, exist_ok=True)
     known = provider.config(provider.default)
+    fix_temp_file_sweep()
     defaults = SegmentOptions.from_config(known or provider.get().config)
 
     def options(box: float, text: float, nms: float, max_det: float, multimask: bool) -> SegmentOptions:
@@ -245,7 +247,7 @@ def build_demo(
                     several = len(provider.names) > 1
                     preset = gr.Dropdown(provider.names, value=provider.default, label="Preset",
                                          interactive=several, info=_PRESET_INFO if several else None)
-                    max_det = gr.Slider(1, max(300, defaults.max_detections), value=defaults.max_detections,
+                    max_det = gr.Slider(1, service.MAX_DETECTIONS_LIMIT, value=defaults.max_detections,
                                         step=1, label="Max detections")
                     multimask = gr.Checkbox(value=defaults.multimask, label="Multimask (best of 3 SAM masks)")
             with gr.Column(scale=3, min_width=320):

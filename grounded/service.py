@@ -42,7 +42,8 @@ from grounded.images import load_image
 from grounded.pipeline import GroundedSAM
 
 __all__ = [
-    "TABLE_HEADERS", "Click", "PipelineProvider", "PresetUnavailableError", "SegmentOptions", "Session",
+    "MAX_DETECTIONS_LIMIT", "TABLE_HEADERS", "Click", "PipelineProvider", "PresetUnavailableError",
+    "SegmentOptions", "Session",
     "add_click", "annotated_value", "image_name_of", "instance_choices", "overlay_with_clicks", "refilter",
     "reset_instance", "resolve_image", "result_json", "segment", "table_rows", "write_bundle",
 ]
@@ -80,7 +81,7 @@ def resolve_image(payload: Any, *, upload_dir: str | os.PathLike[str], max_bytes
                          "gradio_client.handle_file(path_or_url) instead of naming a server path")
     size = real.stat().st_size
     if size > max_bytes:
-        raise ValueError(f"image file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        raise ValueError(f"image file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB")
     return str(real)
 
 
@@ -89,7 +90,7 @@ def _decode_data_url(url: str, max_bytes: int) -> bytes:
     if not sep or not header.endswith(";base64"):
         raise ValueError("an image data: URL must be base64 encoded: data:image/png;base64,...")
     if len(data) * 3 // 4 > max_bytes:
-        raise ValueError(f"image is {len(data) * 3 / 4e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        raise ValueError(f"image is {len(data) * 3 / 4e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB")
     try:
         return base64.b64decode(data)
     except (binascii.Error, ValueError):
@@ -100,6 +101,10 @@ def image_name_of(payload: Any, default: str = "image.png") -> str:
     """The uploaded file's base name (for the COCO ``file_name``), or ``default``."""
     name = payload.get("orig_name") if isinstance(payload, dict) else None
     return os.path.basename(str(name)) if name else default
+
+
+# The most detections one request may ask for (the page slider's maximum).
+MAX_DETECTIONS_LIMIT = 300
 
 
 @dataclass(frozen=True)
@@ -120,11 +125,14 @@ class SegmentOptions:
         count = self.max_detections
         if isinstance(count, bool) or not isinstance(count, (int, float)) or count != int(count) or count < 1:
             raise ValueError(f"max_detections must be a whole number >= 1, got {count!r}")
+        if count > MAX_DETECTIONS_LIMIT:  # each detection is a full H x W mask: a client can't lift this
+            raise ValueError(f"max_detections is {count:g}; the limit is {MAX_DETECTIONS_LIMIT}")
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> SegmentOptions:
         nms = 1.0 if config.nms_iou is None else config.nms_iou
-        return cls(config.box_threshold, config.text_threshold, nms, config.max_detections, config.multimask)
+        count = min(config.max_detections, MAX_DETECTIONS_LIMIT)
+        return cls(config.box_threshold, config.text_threshold, nms, count, config.multimask)
 
     def predict_kwargs(self) -> dict[str, Any]:
         return {"box_threshold": float(self.box_threshold), "text_threshold": float(self.text_threshold),

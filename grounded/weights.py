@@ -9,10 +9,11 @@ nothing touches the network; with a cold cache or no network the caller gets a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
 
-__all__ = ["ModelUnavailableError", "REQUIRED_FILES", "resolve_model_folder"]
+__all__ = ["ModelUnavailableError", "REQUIRED_FILES", "load_grounding_dino", "resolve_model_folder"]
 
 # What GroundingDinoForObjectDetection + AutoTokenizer need; each entry is satisfied by any one of its
 # names. Weights are safetensors only (single file or sharded).
@@ -77,6 +78,44 @@ def resolve_model_folder(name_or_path: str) -> Path:
         reason = "the cached snapshot is incomplete"
         raise ModelUnavailableError(_unavailable_message(name_or_path, cache_dir, reason, missing))
     return folder
+
+
+def load_grounding_dino(folder: Path, *, dtype: Any = None) -> Any:
+    """``GroundingDinoForObjectDetection`` from a resolved folder, strictly.
+
+    transformers would fill missing weights with random values and only log it; a corrupt safetensors
+    file raises safetensors' own error. Both become a :class:`ModelUnavailableError` naming the file
+    or the offending keys, so a damaged download is never served as a silently half-random model.
+    """
+    from safetensors import SafetensorError
+    from transformers import GroundingDinoForObjectDetection
+
+    try:
+        model, info = GroundingDinoForObjectDetection.from_pretrained(
+            folder, use_safetensors=True, dtype=dtype, output_loading_info=True
+        )
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise ModelUnavailableError(
+            f"cannot read the detector weights in {str(folder)!r} ({type(error).__name__}: {error}); the "
+            "file is corrupt or truncated: download it again (`hf download <repo id>`) or replace "
+            f"{str(folder / 'model.safetensors')!r}"
+        ) from error
+    problems = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys")}
+    problems["mismatched_keys"] = sorted(
+        str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys") or []
+    )
+    bad = {kind: keys for kind, keys in problems.items() if keys}
+    if bad:
+        listing = "; ".join(
+            f"{kind.replace('_', ' ')}: {', '.join(keys[:5])}"
+            + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+            for kind, keys in bad.items()
+        )
+        raise ModelUnavailableError(
+            f"detector checkpoint in {str(folder)!r} does not match its config.json ({listing}); "
+            "download it again or use the matching config"
+        )
+    return model
 
 
 def _missing_files(folder: Path) -> list[str]:
