@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import io
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -20,11 +18,11 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import numpy as np
+from app_launch import free_port, launched, load_app  # noqa: F401 - re-exported to the tests
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,32 +57,6 @@ if _LOG:
 
 
 # ------------------------------------------------------------------------------------ the app module
-def load_app() -> ModuleType:
-    """Import ``app.py`` (repository root) once, as module ``app`` (shared with tests/app)."""
-    if "app" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("app", REPO / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["app"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["app"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def launched(app_module: ModuleType, demo: Any, **kwargs: Any) -> Iterator[str]:
-    """Launch ``demo`` in this process on 127.0.0.1 with the app's launch settings; yield its URL."""
-    app_module.launch_demo(demo, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, **kwargs)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-
-
 # --------------------------------------------------------------------------------- server processes
 @contextlib.contextmanager
 def app_process(args: list[str], *, workdir: Path, env: Mapping[str, str], startup_s: float = 240
