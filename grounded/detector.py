@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from grounded.fast_dino import enable_fast_path
 from grounded.preprocess import DetectorPreprocessor
 from grounded.prompt import TokenizedCaption, tokenize_classes
-from grounded.weights import ModelUnavailableError, resolve_model_folder
+from grounded.weights import ModelUnavailableError, load_grounding_dino, resolve_model_folder
 
 __all__ = ["GroundingDinoDetector", "ModelUnavailableError", "RawDetections", "scores_from_logits"]
 
@@ -96,6 +97,10 @@ class GroundingDinoDetector:
         model_id: names the weights in cache keys ("IDEA-Research/grounding-dino-tiny", a folder, ...).
         device, dtype: move/cast the model; ``None`` keeps where and how it is.
         preprocessor: image resizing/normalisation; defaults to the released models' 800/1333 ImageNet.
+        fast_path: swap in ``grounded.fast_dino`` (vectorised deformable attention, re-associated
+            fusion attention, text/backbone caches; float32 results equal transformers' to rounding).
+            ``False`` runs transformers' modules unchanged.
+        quantize_int8: (fast path, CPU, float32) dynamic int8 linears; faster, slightly less accurate.
     """
 
     def __init__(
@@ -107,9 +112,22 @@ class GroundingDinoDetector:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         preprocessor: DetectorPreprocessor | None = None,
+        fast_path: bool = True,
+        quantize_int8: bool = False,
     ) -> None:
-        if device is not None or dtype is not None:
-            model = model.to(device=device, dtype=dtype)
+        if fast_path:
+            # Exact re-formulations + caches (grounded.fast_dino); a reduced dtype runs under autocast
+            # with float32 norms and sampling locations, so inputs stay float32.
+            if device is not None:
+                model = model.to(device=device)
+            enable_fast_path(model, dtype=dtype, quantize_int8=quantize_int8)
+            self._input_dtype = torch.float32
+        else:
+            if quantize_int8:
+                raise ValueError("quantize_int8 needs fast_path=True")
+            if device is not None or dtype is not None:
+                model = model.to(device=device, dtype=dtype)
+            self._input_dtype = dtype or next(model.parameters()).dtype
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -122,7 +140,8 @@ class GroundingDinoDetector:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        """Dtype of the pixel values fed to the model (float32 on the fast path, which autocasts)."""
+        return self._input_dtype
 
     @classmethod
     def from_pretrained(
@@ -131,6 +150,8 @@ class GroundingDinoDetector:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        fast_path: bool = True,
+        quantize_int8: bool = False,
     ) -> GroundingDinoDetector:
         """Load from a Hub id (through the HF cache, honouring ``HF_HUB_OFFLINE``) or a local folder.
 
@@ -140,9 +161,11 @@ class GroundingDinoDetector:
         """
         folder = resolve_model_folder(name_or_path)
         # Imported here so that a missing model is reported before the slow transformers import.
-        from transformers import AutoTokenizer, GroundingDinoForObjectDetection
+        from transformers import AutoTokenizer
 
-        model = GroundingDinoForObjectDetection.from_pretrained(folder, use_safetensors=True, dtype=dtype)
+        # The fast path casts linear/conv weights itself and keeps norms in float32.
+        load_dtype = torch.float32 if fast_path else dtype
+        model = load_grounding_dino(folder, dtype=load_dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         preprocessor = None
         config_file = folder / "preprocessor_config.json"
@@ -150,7 +173,16 @@ class GroundingDinoDetector:
             preprocessor = DetectorPreprocessor.from_config_dict(json.loads(config_file.read_text()))
         is_local = Path(name_or_path).expanduser().is_dir()
         model_id = str(folder.resolve()) if is_local else name_or_path
-        return cls(model, tokenizer, model_id=model_id, device=device, dtype=dtype, preprocessor=preprocessor)
+        return cls(
+            model,
+            tokenizer,
+            model_id=model_id,
+            device=device,
+            dtype=dtype,
+            preprocessor=preprocessor,
+            fast_path=fast_path,
+            quantize_int8=quantize_int8,
+        )
 
     def captions(self, classes: Sequence[str]) -> list[TokenizedCaption]:
         """The caption chunks ``detect`` runs for ``classes`` (one model pass each)."""

@@ -24,6 +24,11 @@ __all__ = [
     "rel_pos_bias",
 ]
 
+# Largest attention bias (elements) materialised at once by a global-attention block: 48 Mi floats
+# = 192 MB in float32 = 16 query rows of ViT-B's 64 x 64 grid (the whole bias would be ~800 MB);
+# measured on CPU as fast as one block or faster, and much smaller blocks slow SDPA down.
+_BIAS_ELEMENTS = 48 * 1024 * 1024
+
 
 class ImageEncoderViT(nn.Module):
     """B x 3 x S x S normalised pixels -> B x out_chans x S/patch x S/patch image embedding."""
@@ -142,8 +147,22 @@ class Attention(nn.Module):
         # B x HW x 3 x heads x hd -> 3 x B x heads x HW x hd
         qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each B x heads x HW x hd
-        bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W))  # B x heads x HW x HW
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # B x heads x HW x hd
+        # Global blocks: the bias would be B x heads x HW x HW (~800 MB for ViT-B at 1024 px); attend
+        # in blocks of query rows whose bias fits _BIAS_ELEMENTS, all written into ONE buffer (fresh
+        # large allocations cost more in page faults than the arithmetic). Same result.
+        rows = max(1, min(H, _BIAS_ELEMENTS // (B * self.num_heads * W * H * W)))
+        grad = torch.is_grad_enabled() and (q.requires_grad or self.rel_pos_h.requires_grad)
+        buffer = None if grad else q.new_empty(B * self.num_heads * rows * W * H * W)  # autograd: no out=
+        outs = []
+        for r0 in range(0, H, rows):
+            r1 = min(H, r0 + rows)
+            q_rows = q[:, :, r0 * W : r1 * W]  # B x heads x (r1-r0)*W x hd
+            out = None if buffer is None else buffer[: q_rows.numel() // q_rows.shape[-1] * H * W]
+            bias = rel_pos_bias(
+                q_rows, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W), rows=(r0, r1), out=out
+            )
+            outs.append(F.scaled_dot_product_attention(q_rows, k, v, attn_mask=bias))
+        x = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # B x heads x HW x hd
         x = x.transpose(1, 2).reshape(B, H, W, C)  # B x HW x heads x hd -> B x H x W x C
         return self.proj(x)
 
@@ -217,19 +236,31 @@ def rel_pos_bias(
     rel_pos_w: torch.Tensor,
     q_size: tuple[int, int],
     k_size: tuple[int, int],
+    *,
+    rows: tuple[int, int] | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decomposed relative-position bias (MViTv2) as an additive attention mask.
 
-    q: B x heads x (qh*qw) x hd (unscaled queries). Returns B x heads x (qh*qw) x (kh*kw) with
+    q: B x heads x (qh*qw) x hd (unscaled queries), or only query rows ``rows = (r0, r1)`` of the
+    qh x qw grid: B x heads x ((r1-r0)*qw) x hd. Returns B x heads x (that many queries) x (kh*kw) with
     ``bias[(i, j), (k, l)] = q_ij . Rh[i - k] + q_ij . Rw[j - l]`` -- the term Meta adds to the logits.
+    ``out``: optional contiguous storage with exactly that many elements, written in place
+    (inference only: autograd does not support ``out=``).
     """
     q_h, q_w = q_size
     k_h, k_w = k_size
-    Rh = get_rel_pos(q_h, k_h, rel_pos_h).to(q.dtype)  # qh x kh x hd
+    r0, r1 = rows if rows is not None else (0, q_h)
+    Rh = get_rel_pos(q_h, k_h, rel_pos_h).to(q.dtype)[r0:r1]  # (r1-r0) x kh x hd
     Rw = get_rel_pos(q_w, k_w, rel_pos_w).to(q.dtype)  # qw x kw x hd
     B, n_heads, _, dim = q.shape
-    r_q = q.reshape(B, n_heads, q_h, q_w, dim)  # B x heads x qh x qw x hd
-    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, Rh)  # B x heads x qh x qw x kh
-    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, Rw)  # B x heads x qh x qw x kw
-    bias = rel_h[..., :, None] + rel_w[..., None, :]  # B x heads x qh x qw x kh x kw
-    return bias.reshape(B, n_heads, q_h * q_w, k_h * k_w)  # B x heads x (qh*qw) x (kh*kw)
+    r_q = q.reshape(B, n_heads, r1 - r0, q_w, dim)  # B x heads x rows x qw x hd
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, Rh)  # B x heads x rows x qw x kh
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, Rw)  # B x heads x rows x qw x kw
+    shape = (B, n_heads, r1 - r0, q_w, k_h, k_w)
+    if out is None:
+        bias = rel_h[..., :, None] + rel_w[..., None, :]  # B x heads x rows x qw x kh x kw
+        return bias.reshape(B, n_heads, (r1 - r0) * q_w, k_h * k_w)
+    # into given contiguous storage (no autograd): no fresh allocation, and the final view is free
+    torch.add(rel_h[..., :, None], rel_w[..., None, :], out=out.view(shape))
+    return out.view(B, n_heads, (r1 - r0) * q_w, k_h * k_w)
