@@ -1,7 +1,9 @@
 """Opt-in speed-ups for inference that trade a little accuracy or start-up time for speed.
 
-The default model is already the fast exact path (SDPA with the relative-position bias as the mask,
-fused qkv, one decoder call for all prompts with no per-prompt embedding copies). On top of it:
+The default model is already the fast exact path: SDPA with the relative-position bias as the mask,
+built in row blocks into one reused buffer; fused qkv; one decoder call for all prompts with no
+per-prompt embedding copies, re-associated prompt<->image attention and the upscaling as two matrix
+products (``transformer.py``, ``mask_decoder.py``). On top of it, opt-in:
 
 - ``dtype=torch.bfloat16`` / ``float16``: the whole model in reduced precision (``Sam.set_dtype``);
   worth it only where the hardware computes it natively (CUDA, CPUs with AVX512-BF16/AMX). On CPUs

@@ -130,7 +130,18 @@ class Sam(nn.Module):
         original_size: (H, W) of the original image. Returns B x M x H x W float32.
         """
         size = self.image_encoder.img_size
-        masks = F.interpolate(masks.float(), (size, size), mode="bilinear", align_corners=False)
+        low_h, low_w = masks.shape[-2:]
+        if size % low_h or size % low_w:
+            masks = F.interpolate(masks.float(), (size, size), mode="bilinear", align_corners=False)
+        else:
+            # Upsample only the low-res rows/columns the crop needs (+1 for the bilinear neighbour):
+            # at the same integer scale every kept output pixel samples the same source points.
+            sh, sw = size // low_h, size // low_w
+            rows = min(low_h, -(-int(input_size[0]) // sh) + 1)
+            cols = min(low_w, -(-int(input_size[1]) // sw) + 1)
+            masks = F.interpolate(
+                masks[..., :rows, :cols].float(), (rows * sh, cols * sw), mode="bilinear", align_corners=False
+            )
         masks = masks[..., : input_size[0], : input_size[1]]  # drop the padding
         return F.interpolate(
             masks, tuple(int(v) for v in original_size), mode="bilinear", align_corners=False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
@@ -78,3 +79,27 @@ def test_global_attention_in_row_blocks_equals_one_block(tiny, image, monkeypatc
     # windowed block: 4 windows of 4 x 4 in one call; global block: rows 3 + 3 + 2 of the 8 x 8 grid
     assert calls == [(4, 2, 16, 16), (1, 2, 24, 16), (1, 2, 24, 16), (1, 2, 16, 16)]
     torch.testing.assert_close(blocks, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_groups_with_per_prompt_masks_equal_single_calls(predictor) -> None:
+    # 9 prompts = groups of 4, 4 and 1; a per-prompt dense (mask) input is split with them.
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(9, 2, generator=gen) * 80
+    boxes = predictor.transform.apply_boxes_torch(torch.cat([xy, xy + 30], dim=1), (90, 120))
+    mask_input = torch.randn(9, 1, 32, 32, generator=gen)
+    iou, low_res = predictor.predict_low_res_torch(None, None, boxes, mask_input=mask_input)
+    for i in (0, 4, 8):
+        one = slice(i, i + 1)
+        iou_i, low_i = predictor.predict_low_res_torch(None, None, boxes[one], mask_input=mask_input[one])
+        torch.testing.assert_close(low_i[0], low_res[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(iou_i[0], iou[i], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("input_size", "original_size"), [((96, 128), (90, 120)), ((128, 43), (300, 100))])
+def test_postprocess_upsamples_only_the_kept_region_exactly(tiny, input_size, original_size) -> None:
+    low_res = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    full = F.interpolate(low_res, (128, 128), mode="bilinear", align_corners=False)  # Meta's two steps
+    expected = F.interpolate(
+        full[..., : input_size[0], : input_size[1]], original_size, mode="bilinear", align_corners=False
+    )
+    torch.testing.assert_close(tiny.sam.postprocess_masks(low_res, input_size, original_size), expected)
