@@ -177,6 +177,7 @@ def _bf16_emulated(ctx: Context, name: str) -> dict:
 
 DINO_VARIANTS: dict[str, Callable[[Context, str], dict]] = {
     "hf-eager": _hf("eager"),
+    "hf-eager+malloc": _hf("eager"),  # same, with sam_core.allocator's setting (see worker)
     "hf-default": _hf(None),
     "ours-plain": _ours(fast_path=False),
     "ours-fp32": _ours(),

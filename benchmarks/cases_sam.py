@@ -90,6 +90,7 @@ def _enc_bf16_emulated(ctx: Context, name: str) -> dict:
 
 ENCODER_VARIANTS: dict[str, Callable[[Context, str], dict]] = {
     "hf-eager": _enc_hf("eager"),
+    "hf-eager+malloc": _enc_hf("eager"),  # same, with sam_core.allocator's setting (see worker)
     "hf-sdpa": _enc_hf("sdpa"),
     "ours-fp32": _enc_ours(),
     "ours-int8": _enc_ours(quantize_int8=True),

@@ -47,6 +47,7 @@ def summarize(cases: dict[str, dict[str, dict]], comparisons: dict[str, dict]) -
     summary["sam_encoder"] = {
         "speedup_vs_hf_eager": speedups,
         "speedup_vs_hf_sdpa": _speedups(enc, "hf-sdpa"),
+        "speedup_vs_hf_eager_same_allocator": _speedups(enc, "hf-eager+malloc"),
         "cosine_vs_ours_fp32": cosines,
         "fastest_accurate_variant": best,
         "target": f">= {SAM_ENCODER_SPEEDUP}x vs hf-eager with cosine >= {SAM_COSINE}",
@@ -73,6 +74,7 @@ def summarize(cases: dict[str, dict[str, dict]], comparisons: dict[str, dict]) -
     summary["dino"] = {
         "speedup_vs_hf_eager": speedups,
         "speedup_vs_hf_default": _speedups(dino, "hf-default"),
+        "speedup_vs_hf_eager_same_allocator": _speedups(dino, "hf-eager+malloc"),
         "fp32_parity": parity,
         "fastest_variant": best_dino,
         "target": f">= {DINO_SPEEDUP}x vs hf-eager; fp32 logits and boxes within {DINO_PARITY}",

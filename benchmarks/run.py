@@ -26,10 +26,19 @@ from benchmarks.worker import CASES, RESULT_PREFIX, run_variant
 __all__ = ["main", "run_benchmarks", "DEFAULT_VARIANTS", "QUICK_VARIANTS"]
 
 DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
-    "sam_encoder": ("hf-eager", "hf-sdpa", "ours-fp32", "ours-int8", "ours-bf16", "ours-bf16-emulated"),
+    "sam_encoder": (
+        "hf-eager",
+        "hf-eager+malloc",
+        "hf-sdpa",
+        "ours-fp32",
+        "ours-int8",
+        "ours-bf16",
+        "ours-bf16-emulated",
+    ),
     "sam_decoder": ("hf-sdpa", "ours-fp32"),
     "dino": (
         "hf-eager",
+        "hf-eager+malloc",
         "hf-default",
         "ours-plain",
         "ours-fp32",

@@ -122,7 +122,7 @@ def _randomize_sam_(model: torch.nn.Module, seed: int) -> None:
 def _randomize_dino_(model: torch.nn.Module, seed: int) -> None:
     """transformers initialises deformable-attention sampling offsets to a fixed grid and the box
     head's last layer to zero (boxes = proposals); small random weights make every query sample
-    different points and predict its own box, as trained models do."""
+    different points and predict its own box, as trained models do (and see the logit scale below)."""
     gen = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if type(module).__name__ == "GroundingDinoMultiscaleDeformableAttention":
@@ -130,6 +130,9 @@ def _randomize_dino_(model: torch.nn.Module, seed: int) -> None:
             weight.copy_(0.01 * torch.randn(weight.shape, generator=gen))
     last = model.bbox_embed[0].layers[-1].weight  # shared by every decoder layer and the encoder head
     last.copy_(0.05 * torch.randn(last.shape, generator=gen))
+    # Random init gives token logits up to ~50: sigmoid scores saturate at exactly 1.0 in float32 and
+    # the top boxes tie. A smaller decoder output norm gives logits of a few units, as trained models.
+    model.model.decoder.layer_norm.weight.fill_(0.1)
 
 
 def _bert_vocab(size: int) -> list[str]:

@@ -92,6 +92,9 @@ class PipelineConfig:
     max_pixels: int = 40_000_000
     # Seed for the untrained tiny models (ignored by pretrained presets).
     seed: int = 0
+    # Linux/glibc: keep freed activation memory for reuse instead of page-faulting it in again on
+    # every call (``sam_core.allocator``; ~1.4x faster detector on a small VM). Process-wide.
+    tune_allocator: bool = True
 
     def __post_init__(self) -> None:
         for name in ("box_threshold", "text_threshold"):

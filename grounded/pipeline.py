@@ -28,6 +28,7 @@ from grounded.labels import select_detections
 from grounded.models import build_detector, build_sam_model, resolve_dtype
 from grounded.prompt import parse_prompt
 from sam_core import ImageEmbedding, Sam, SamPredictor
+from sam_core.allocator import tune_cpu_allocator
 
 __all__ = ["GroundedSAM", "PipelineStats"]
 
@@ -98,6 +99,8 @@ class GroundedSAM:
         if overrides:
             config = dataclasses.replace(config, **overrides)
         torch_device = _resolve_device(config.device)
+        if config.tune_allocator and torch_device.type == "cpu":
+            tune_cpu_allocator()
         torch_dtype = resolve_dtype(config.dtype, torch_device)
         detector = build_detector(config, device=torch_device, dtype=torch_dtype)
         sam = build_sam_model(config, device=torch_device, dtype=torch_dtype)
