@@ -54,6 +54,37 @@ class _Decoded:
         return self.low_res.numel() * self.low_res.element_size() + 8
 
 
+@dataclass(frozen=True)
+class _FullMask:
+    """A full-resolution mask kept as the bit-packed crop around its pixels: re-thresholding the
+    same image re-uses it instead of upsampling the low-res logits again."""
+
+    top: int
+    left: int
+    shape: tuple[int, int]  # crop height x width (0 x 0 for an empty mask)
+    bits: np.ndarray  # np.packbits of the crop, row-major
+    score: float
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, score: float) -> _FullMask:
+        rows = np.flatnonzero(mask.any(axis=1))
+        if len(rows) == 0:
+            return cls(0, 0, (0, 0), np.zeros(0, dtype=np.uint8), score)
+        cols = np.flatnonzero(mask.any(axis=0))
+        crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # h x w bool
+        return cls(int(rows[0]), int(cols[0]), crop.shape, np.packbits(crop, axis=None), score)
+
+    def paste(self, out: np.ndarray) -> None:
+        """Write the mask into ``out`` (H x W bool, all False)."""
+        h, w = self.shape
+        if h:
+            crop = np.unpackbits(self.bits, count=h * w).view(bool).reshape(h, w)
+            out[self.top : self.top + h, self.left : self.left + w] = crop
+
+    def nbytes(self) -> int:
+        return self.bits.nbytes + 64
+
+
 class GroundedSAM:
     """Text-prompted instance segmentation.
 
@@ -294,23 +325,34 @@ class GroundedSAM:
     def _masks_for_boxes(
         self, rgb: np.ndarray, image_key: str, xyxy: np.ndarray, *, multimask: bool
     ) -> tuple[np.ndarray, np.ndarray]:
+        """N x H x W bool masks and N scores; a box seen before on this image costs a cache lookup."""
         height, width = rgb.shape[:2]
+        masks = np.zeros((len(xyxy), height, width), dtype=bool)
         if len(xyxy) == 0:
-            return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
+            return masks, np.zeros(0, dtype=np.float32)
         xyxy = np.ascontiguousarray(xyxy, dtype=np.float32)  # N x 4
-        decoded = self._decode(rgb, image_key, xyxy, multimask)
-        embedding = self._embedding(rgb, image_key)
-        masks = np.empty((len(decoded), height, width), dtype=bool)
-        for start in range(0, len(decoded), _UPSAMPLE_CHUNK):
-            chunk = torch.stack(
-                [d.low_res for d in decoded[start : start + _UPSAMPLE_CHUNK]]
-            )  # n x 1 x h x w
-            chunk = chunk.to(embedding.features.device)
-            full = self.sam.postprocess_masks(chunk, embedding.input_size, embedding.original_size)
-            masks[start : start + len(chunk)] = (
-                (full[:, 0] > self.sam.mask_threshold).cpu().numpy()
-            )  # n x H x W
-        return masks, np.array([d.score for d in decoded], dtype=np.float32)
+        keys = [("fullmask", self._sam_id, image_key, multimask, box.tobytes()) for box in xyxy]
+        full: list[_FullMask | None] = [self._cache.get(key) for key in keys]
+        missing = [i for i, item in enumerate(full) if item is None]
+        if missing:
+            decoded = self._decode(rgb, image_key, xyxy[missing], multimask)
+            embedding = self._embedding(rgb, image_key)
+            for start in range(0, len(missing), _UPSAMPLE_CHUNK):
+                part = decoded[start : start + _UPSAMPLE_CHUNK]
+                chunk = torch.stack([d.low_res for d in part]).to(embedding.features.device)  # n x 1 x h x w
+                up = self.sam.postprocess_masks(chunk, embedding.input_size, embedding.original_size)
+                binary = (up[:, 0] > self.sam.mask_threshold).cpu().numpy()  # n x H x W
+                for j, d in enumerate(part):
+                    i = missing[start + j]
+                    masks[i] = binary[j]
+                    item = _FullMask.from_mask(binary[j], d.score)
+                    self._cache.put(keys[i], item, item.nbytes())
+                    full[i] = item
+        missing_set = set(missing)
+        for i, item in enumerate(full):
+            if i not in missing_set and item is not None:
+                item.paste(masks[i])
+        return masks, np.array([item.score for item in full if item is not None], dtype=np.float32)
 
 
 def _resolve_device(name: str) -> torch.device:

@@ -111,6 +111,41 @@ def test_rethreshold_runs_no_model_and_new_prompt_skips_the_sam_encoder(pipe, im
     assert p.stats.detector_calls == 3 and p.stats.sam_encoder_calls == 2
 
 
+def test_rethreshold_reuses_full_size_masks_bit_for_bit(pipe, image, monkeypatch):
+    p = fresh(pipe)
+    first = p.predict(image, PROMPT, **LOW, max_detections=10, nms_iou=1.0)
+    assert len(first) >= 4 and first.mask.any()
+    upsampled: list[int] = []
+    original = p.sam.postprocess_masks
+    monkeypatch.setattr(p.sam, "postprocess_masks", lambda m, *a: upsampled.append(len(m)) or original(m, *a))
+    cut = float(np.sort(first.confidence)[len(first) // 2])
+    again = p.predict(image, PROMPT, box_threshold=cut, text_threshold=0.0, max_detections=10, nms_iou=1.0)
+    assert upsampled == []  # every mask came from the cache, none was upsampled again
+    keep = first.confidence > cut
+    np.testing.assert_array_equal(again.xyxy, first.xyxy[keep])
+    np.testing.assert_array_equal(again.mask, first.mask[keep])
+    np.testing.assert_array_equal(again.data["mask_score"], first.data["mask_score"][keep])
+    # a cold pipeline on the same boxes gives the same masks
+    cold_masks, _ = fresh(pipe).segment_boxes(image, again.xyxy)
+    np.testing.assert_array_equal(cold_masks, again.mask)
+
+
+@pytest.mark.parametrize(
+    ("top", "left", "shape"), [(0, 0, (0, 0)), (95, 143, (1, 1)), (10, 20, (5, 7)), (0, 0, (96, 144))]
+)
+def test_cached_full_mask_round_trips(top, left, shape):
+    from grounded.pipeline import _FullMask
+
+    rng = np.random.default_rng(sum(shape))
+    mask = np.zeros((96, 144), dtype=bool)
+    mask[top : top + shape[0], left : left + shape[1]] = rng.random(shape) > 0.3
+    item = _FullMask.from_mask(mask, 0.5)
+    out = np.zeros_like(mask)
+    item.paste(out)
+    np.testing.assert_array_equal(out, mask)
+    assert item.nbytes() <= mask.size // 8 + 128
+
+
 def test_all_boxes_of_an_image_go_through_one_decoder_call(pipe, image):
     p = fresh(pipe)
     det = p.predict(image, PROMPT, **LOW, max_detections=20, nms_iou=1.0)
