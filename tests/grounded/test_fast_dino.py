@@ -99,7 +99,9 @@ def _inputs(tokenizer, seed=1, classes=CLASSES):
     return {"pixel_values": pixels, "pixel_mask": mask, **text}
 
 
-def test_fast_model_equals_transformers(pair):
+@pytest.mark.parametrize("ffn_chunk", [1024, 37])  # 37: the encoder feed-forward in many chunks
+def test_fast_model_equals_transformers(pair, monkeypatch, ffn_chunk):
+    monkeypatch.setattr(fast_dino, "_FFN_CHUNK", ffn_chunk)
     reference, fast, tokenizer = pair
     inputs = _inputs(tokenizer)
     with torch.inference_mode():
@@ -119,6 +121,18 @@ def test_fast_model_equals_transformers(pair):
         )
         boxes = got.pred_boxes[b][order][unique]
         torch.testing.assert_close(boxes, ref.pred_boxes[b][unique], atol=1e-4, rtol=0)
+
+
+def test_feed_forward_in_chunks_equals_the_layer_math(monkeypatch):
+    monkeypatch.setattr(fast_dino, "_FFN_CHUNK", 5)
+    gen = torch.Generator().manual_seed(3)
+    fc1, fc2, norm = torch.nn.Linear(16, 64), torch.nn.Linear(64, 16), torch.nn.LayerNorm(16)
+    x = torch.randn(2, 23, 16, generator=gen)  # 46 rows: 9 full chunks and a partial one
+    with torch.inference_mode():
+        for act in (torch.nn.ReLU(), torch.nn.GELU()):
+            expected = norm(x + fc2(act(fc1(x))))
+            got = fast_dino.feed_forward_in_chunks(x, fc1, act, fc2, norm)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_fast_path_keeps_parameters_and_is_idempotent(pair):
