@@ -40,7 +40,7 @@ def build_detector(
     config: PipelineConfig, *, device: torch.device, dtype: torch.dtype
 ) -> GroundingDinoDetector:
     if config.detector.untrained:
-        return build_tiny_detector(config.seed, device=device)
+        return build_tiny_detector(config.seed, device=device, dtype=dtype)
     return GroundingDinoDetector.from_pretrained(config.detector.model, device=device, dtype=dtype)
 
 
@@ -52,5 +52,5 @@ def build_sam_model(config: PipelineConfig, *, device: torch.device, dtype: torc
             "only the untrained 'tiny' architecture may be randomly initialised"
         )
     if spec.checkpoint is None:
-        return build_sam("tiny", device=device, dtype=torch.float32, seed=config.seed)
+        return build_sam("tiny", device=device, dtype=dtype, seed=config.seed)
     return build_sam(spec.model_type, spec.checkpoint, device=device, dtype=dtype)

@@ -258,3 +258,38 @@ def test_real_preset_without_weights_fails_fast_with_an_actionable_message(tmp_p
     message = str(info.value)
     assert "HF_HUB_OFFLINE" in message
     assert "grounding-dino-tiny" in message or "sam-vit-base" in message
+
+
+def test_presets_pick_the_fast_dtype_and_tiny_random_stays_float32():
+    from grounded.config import PIPELINE_PRESETS
+
+    assert PIPELINE_PRESETS["default"].dtype == "auto" and PIPELINE_PRESETS["quality"].dtype == "auto"
+    assert PIPELINE_PRESETS["tiny-random"].dtype == "float32"
+
+
+def test_auto_dtype_is_bfloat16_only_where_it_is_native(monkeypatch):
+    import torch
+
+    import grounded.models as models
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(models, "_cpu_has_native_bf16", lambda: False)
+    assert models.resolve_dtype("auto", cpu) == torch.float32
+    monkeypatch.setattr(models, "_cpu_has_native_bf16", lambda: True)
+    assert models.resolve_dtype("auto", cpu) == torch.bfloat16
+    assert models.resolve_dtype("float32", cpu) == torch.float32
+
+
+def test_bfloat16_pipeline_gives_typed_results_close_to_float32(pipe, image):
+    import torch
+
+    bf16 = GroundedSAM.from_config("tiny-random", dtype="bfloat16")
+    assert next(bf16.sam.image_encoder.parameters()).dtype == torch.bfloat16
+    det = bf16.predict(image, PROMPT, **LOW, max_detections=5)
+    assert len(det) >= 1
+    assert det.mask.dtype == bool and det.xyxy.dtype == np.float32 and det.confidence.dtype == np.float32
+    # on the same boxes, bf16 masks agree with float32 ones on nearly every pixel
+    fp32_masks, fp32_scores = fresh(pipe).segment_boxes(image, det.xyxy)
+    bf16_masks, bf16_scores = bf16.segment_boxes(image, det.xyxy)
+    assert (fp32_masks == bf16_masks).mean() >= 0.95
+    np.testing.assert_allclose(bf16_scores, fp32_scores, atol=0.05)
