@@ -137,7 +137,7 @@ class TwoWayAttentionBlock(nn.Module):
 
         q = queries + query_pe
         # Image tokens attend to each prompt's tokens: from here on the image side is per prompt.
-        keys = self.norm4(keys + self.cross_attn_image_to_token.image_to_tokens(q=k, k=q, v=queries))
+        keys = self.norm4(self.cross_attn_image_to_token.image_to_tokens(q=k, k=q, v=queries, residual=keys))
         return queries, keys
 
 
@@ -223,8 +223,12 @@ class Attention(nn.Module):
         heads = heads + self.v_proj.bias.view(H, d)  # each probability row sums to 1
         return self.out_proj(heads.reshape(B, T, H * d))
 
-    def image_to_tokens(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Image tokens attend to prompt tokens: q Bq x N x C (Bq = 1 or B); k, v B x T x C -> B x N x C."""
+    def image_to_tokens(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Image tokens attend to prompt tokens: q Bq x N x C (Bq = 1 or B); k, v B x T x C -> B x N x C.
+
+        ``residual`` (Bq x N x C), when given, is added to the output inside the last product."""
         B, T, C = k.shape
         Bq, N, _ = q.shape
         H = self.num_heads
@@ -245,4 +249,6 @@ class Attention(nn.Module):
         probs[..., :-1] = _softmax_last(logits.view(B, N, H, T)).view(B, N, H * T)
         value_out = torch.einsum("bthd,chd->bhtc", vh, self.out_proj.weight.view(C, H, d))  # B x H x T x C
         value_out = torch.cat([value_out.reshape(B, H * T, C), self.out_proj.bias.expand(B, 1, C)], dim=1)
-        return torch.bmm(probs, value_out)  # B x N x C
+        if residual is None:
+            return torch.bmm(probs, value_out)  # B x N x C
+        return torch.baddbmm(residual, probs, value_out)  # B x N x C
