@@ -14,6 +14,7 @@ from transformers.models.grounding_dino.modeling_grounding_dino import (
     MultiScaleDeformableAttention,
 )
 
+import grounded.dino_feed_forward as dino_feed_forward
 import grounded.fast_dino as fast_dino
 from grounded.detector import GroundingDinoDetector
 from grounded.fast_dino import (
@@ -101,7 +102,7 @@ def _inputs(tokenizer, seed=1, classes=CLASSES):
 
 @pytest.mark.parametrize("ffn_chunk", [1024, 37])  # 37: the encoder feed-forward in many chunks
 def test_fast_model_equals_transformers(pair, monkeypatch, ffn_chunk):
-    monkeypatch.setattr(fast_dino, "_FFN_CHUNK", ffn_chunk)
+    monkeypatch.setattr(dino_feed_forward, "_FFN_CHUNK", ffn_chunk)
     reference, fast, tokenizer = pair
     inputs = _inputs(tokenizer)
     with torch.inference_mode():
@@ -124,7 +125,7 @@ def test_fast_model_equals_transformers(pair, monkeypatch, ffn_chunk):
 
 
 def test_feed_forward_in_chunks_equals_the_layer_math(monkeypatch):
-    monkeypatch.setattr(fast_dino, "_FFN_CHUNK", 5)
+    monkeypatch.setattr(dino_feed_forward, "_FFN_CHUNK", 5)
     gen = torch.Generator().manual_seed(3)
     fc1, fc2, norm = torch.nn.Linear(16, 64), torch.nn.Linear(64, 16), torch.nn.LayerNorm(16)
     x = torch.randn(2, 23, 16, generator=gen)  # 46 rows: 9 full chunks and a partial one
