@@ -8,33 +8,9 @@ from grounded.config import PipelineConfig
 from grounded.detector import GroundingDinoDetector
 from grounded.tiny_detector import build_tiny_detector
 from sam_core import Sam, build_sam
+from sam_core.device import resolve_dtype
 
-__all__ = ["build_detector", "build_sam_model", "resolve_dtype"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``float32``/``bfloat16``/``float16`` as given; ``auto`` is the fastest dtype that keeps accuracy.
-
-    ``auto``: bfloat16 on CUDA with bf16 support and on CPUs with native bf16 matrix units
-    (AVX512-BF16 / AMX), float32 elsewhere.
-    """
-    if name != "auto":
-        return _DTYPES[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
+__all__ = ["build_detector", "build_sam_model", "resolve_dtype"]  # resolve_dtype: sam_core's policy
 
 def build_detector(
     config: PipelineConfig, *, device: torch.device, dtype: torch.dtype

@@ -36,10 +36,13 @@ def build_sam(
     checkpoint: str | os.PathLike | None = None,
     *,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
     seed: int | None = None,
 ) -> Sam:
-    """A SAM in eval mode on ``device`` (None: cuda > mps > cpu) running in ``dtype`` (None: float32).
+    """A SAM in eval mode on ``device`` (None: cuda > mps > cpu) running in ``dtype``.
+
+    ``dtype``: None -> float32; ``"auto"`` -> bf16 where the device computes it natively, else float32
+    (``sam_core.device.resolve_dtype``).
 
     Args:
         model_type: a ``SAM_CONFIGS`` key ("vit_b", "vit_l", "vit_h", "tiny"; "default" = "vit_h"),
@@ -51,7 +54,7 @@ def build_sam(
     """
     config = _resolve_config(model_type, checkpoint)
     target_device = resolve_device(device)
-    target_dtype = resolve_dtype(dtype)
+    target_dtype = resolve_dtype(dtype, target_device)
     if checkpoint is None:
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
