@@ -1,4 +1,4 @@
-"""Gradio front end for grounded-sam: wiring only; the logic lives in ``grounded.service``.
+"""Gradio front end for grounded-sam: wiring only; the logic lives in ``grounded.web.service``.
 
 Run ``python app.py [--config default|quality|tiny-random|PATH] [--host H] [--port P] [--share]``
 (environment: ``GSAM_CONFIG``, ``GSAM_HOST``/``GRADIO_SERVER_NAME``, ``GSAM_PORT``/``GRADIO_SERVER_PORT``,
@@ -25,12 +25,12 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from grounded import service
-from grounded.annotate import annotate
-from grounded.gradio_patches import fix_temp_file_sweep
+from grounded.io.annotate import annotate
 from grounded.pipeline import GroundedSAM
-from grounded.service import PipelineProvider, SegmentOptions, Session
-from grounded.spaces_compat import gpu
+from grounded.web import service
+from grounded.web.gradio_patches import fix_temp_file_sweep
+from grounded.web.service import PipelineProvider, SegmentOptions, Session
+from grounded.web.spaces import gpu
 
 __all__ = ["build_demo", "launch_demo", "main", "write_examples"]
 
@@ -153,8 +153,6 @@ def build_demo(
 
     def render(session: Session, started: float, *, note: str = "", selected: Any = None) -> tuple[Any, ...]:
         overlay = annotate(session.image, session.detections)
-        folder = Path(tempfile.mkdtemp(prefix="gsam-", dir=upload_dir))
-        bundle = service.write_bundle(session, overlay, folder)
         value, colors = service.annotated_value(session)
         count = len(session.detections)
         status = f"**{count}** instance{'s' * (count != 1)} · {1000 * (time.perf_counter() - started):.0f} ms"
@@ -170,10 +168,19 @@ def build_demo(
             gr.AnnotatedImage(value=value, color_map=colors),
             service.overlay_with_clicks(overlay, session.clicks),
             service.table_rows(session.detections),
-            gr.DownloadButton(value=str(bundle), interactive=True),
+            gr.Button(interactive=True),  # "Prepare download": the zip is built only when asked for
+            gr.DownloadButton(value=None, interactive=False),  # an older zip no longer matches
             service.result_json(session),
             gr.Dropdown(choices=choices, value=selected if keep else (choices[0][1] if choices else None)),
         )
+
+    @_errors_for_users
+    def bundle(session: Session | None) -> Any:
+        if session is None:
+            raise ValueError("run a prompt first: there is nothing to download yet")
+        folder = Path(tempfile.mkdtemp(prefix="gsam-", dir=upload_dir))
+        path = service.write_bundle(session, annotate(session.image, session.detections), folder)
+        return gr.DownloadButton(value=str(path), interactive=True)
 
     @_errors_for_users
     @gpu
@@ -263,8 +270,11 @@ def build_demo(
                 table = gr.Dataframe(headers=service.TABLE_HEADERS, label="Detections", interactive=False,
                                      datatype=["number", "str", "number", "number", "str", "number"],
                                      elem_id="detections")
-                download = gr.DownloadButton("Download results (.zip): COCO JSON, mask PNGs, overlay",
-                                             interactive=False, elem_id="download")
+                with gr.Row():
+                    prepare = gr.Button("Prepare download (.zip): COCO JSON, mask PNGs, overlay",
+                                        interactive=False, elem_id="prepare-download", size="sm")
+                    download = gr.DownloadButton("Download .zip", interactive=False, elem_id="download",
+                                                 size="sm")
                 with gr.Accordion("JSON result", open=False):
                     result = gr.JSON(label="Result")
         if examples:
@@ -275,7 +285,7 @@ def build_demo(
         api_overlay = gr.Image(label="overlay", format="png", visible=False)
         api_result = gr.JSON(label="result", visible=False)
 
-        outputs = [state, status, annotated, overlay, table, download, result, instance]
+        outputs = [state, status, annotated, overlay, table, prepare, download, result, instance]
         model_event = {"concurrency_id": "pipeline", "concurrency_limit": concurrency}
         run_inputs = [image, prompt, box, text, nms, preset, max_det, multimask]
         for trigger in (run_button.click, prompt.submit):
@@ -288,6 +298,7 @@ def build_demo(
         reset_button.click(reset, [state, instance], outputs[:-1], api_visibility="private", **model_event)
         annotated.select(_pick_instance, None, instance, api_visibility="private", queue=False)
         table.select(_pick_row, None, instance, api_visibility="private", queue=False)
+        prepare.click(bundle, [state], [download], api_visibility="private")
         api_trigger.click(segment_api, run_inputs, [api_overlay, api_result], api_name="segment",
                           preprocess=False, **model_event)
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)

@@ -129,7 +129,7 @@ def _hf(attn: str | None) -> Callable[[Context, str], dict]:
 
 def _ours(**options: Any) -> Callable[[Context, str], dict]:
     def run(ctx: Context, name: str) -> dict:
-        from grounded.detector import GroundingDinoDetector
+        from grounded.detectors.grounding_dino import GroundingDinoDetector
 
         dtype = options.get("dtype")
         if dtype in (torch.bfloat16, torch.float16) and not (
@@ -139,7 +139,7 @@ def _ours(**options: Any) -> Callable[[Context, str], dict]:
         detector = GroundingDinoDetector.from_pretrained(str(ctx.workdir / DINO_DIR), device="cpu", **options)
         model = detector.model
         image = dino_image(ctx.size)
-        from grounded.fast_dino import clear_fast_path_caches
+        from grounded.detectors.fast_path import clear_fast_path_caches
 
         with torch.inference_mode():
             # A cold backbone each run: the timed figure is a new image, not a cached one.
@@ -164,7 +164,7 @@ def _ours(**options: Any) -> Callable[[Context, str], dict]:
 def _bf16_emulated(ctx: Context, name: str) -> dict:
     """Accuracy only: the fast path with bf16-autocast numerics emulated in float32."""
     from benchmarks.bf16_emulation import Bf16MatmulEmulation
-    from grounded.detector import GroundingDinoDetector
+    from grounded.detectors.grounding_dino import GroundingDinoDetector
 
     detector = GroundingDinoDetector.from_pretrained(str(ctx.workdir / DINO_DIR), device="cpu")
     with torch.inference_mode(), Bf16MatmulEmulation():

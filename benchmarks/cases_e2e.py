@@ -38,7 +38,7 @@ PROMPTS = [
 
 def _pipeline(ctx: Context, **detector_options: Any):
     from grounded.config import DetectorSpec, PipelineConfig, SamSpec
-    from grounded.detector import GroundingDinoDetector
+    from grounded.detectors.grounding_dino import GroundingDinoDetector
     from grounded.pipeline import GroundedSAM
     from sam_core import build_sam
 

@@ -137,7 +137,7 @@ def _randomize_dino_(model: torch.nn.Module, seed: int) -> None:
 
 def _bert_vocab(size: int) -> list[str]:
     """A WordPiece vocabulary with BERT-uncased's special-token ids, padded with unused tokens."""
-    from grounded.tiny_detector import tiny_vocab
+    from grounded.detectors.tiny import tiny_vocab
 
     vocab = tiny_vocab()
     return vocab + [f"[unused{i}]" for i in range(len(vocab), size)]

@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> dict:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    import grounded.detector  # noqa: F401
+    import grounded.detectors.grounding_dino  # noqa: F401
     import sam_core  # noqa: F401
     from benchmarks.context import Context
     from benchmarks.measure import current_rss_mb, peak_rss_mb

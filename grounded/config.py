@@ -149,7 +149,17 @@ PIPELINE_PRESETS: dict[str, PipelineConfig] = {
     ),
 }
 
-_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# configs/ at the repository root in a source checkout; grounded/configs/ inside an installed wheel.
+_HERE = Path(__file__).resolve().parent
+_CONFIG_DIRS = (_HERE / "configs", _HERE.parent / "configs")
+
+
+def _named_config(name: str) -> Path | None:
+    """``configs/NAME.yaml`` from the wheel or the checkout, if there is one."""
+    for folder in _CONFIG_DIRS:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    return None
 
 
 def _spec(kind: str, value: Any, presets: dict[str, Any], cls: type) -> Any:
@@ -193,8 +203,8 @@ def load_config(name_or_path: str | os.PathLike[str] | PipelineConfig = "default
     if text in PIPELINE_PRESETS:
         return PIPELINE_PRESETS[text]
     path = Path(text)
-    if not path.is_file() and (_CONFIG_DIR / f"{text}.yaml").is_file():
-        path = _CONFIG_DIR / f"{text}.yaml"
+    if not path.is_file() and _named_config(text) is not None:
+        path = _named_config(text)
     if not path.is_file():
         raise ValueError(f"config {text!r} is neither a preset ({sorted(PIPELINE_PRESETS)}) nor a YAML file")
     try:

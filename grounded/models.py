@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from grounded.config import PipelineConfig
-from grounded.detector import GroundingDinoDetector
-from grounded.tiny_detector import build_tiny_detector
+from grounded.detectors.grounding_dino import GroundingDinoDetector
+from grounded.detectors.tiny import build_tiny_detector
 from sam_core import Sam, build_sam
 from sam_core.device import resolve_dtype
 

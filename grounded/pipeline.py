@@ -22,11 +22,11 @@ import torch
 
 from grounded.cache import ByteLRUCache
 from grounded.config import PipelineConfig, load_config
-from grounded.detector import GroundingDinoDetector, RawDetections
-from grounded.images import image_content_hash, load_image
-from grounded.labels import select_detections
+from grounded.detectors.grounding_dino import GroundingDinoDetector, RawDetections
+from grounded.detectors.prompt import parse_prompt
+from grounded.detectors.scoring import select_detections
+from grounded.io.images import image_content_hash, load_image
 from grounded.models import build_detector, build_sam_model, resolve_dtype
-from grounded.prompt import parse_prompt
 from sam_core import ImageEmbedding, Sam, SamPredictor
 from sam_core.allocator import tune_cpu_allocator
 

@@ -20,8 +20,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from grounded import service
-from grounded.service import PipelineProvider
+from grounded.web import service
+from grounded.web.service import PipelineProvider
 
 MAX_FILE = 2_000_000  # a small upload limit keeps the over-limit test quick
 SECRET = "/srv/secret-weights/never-shown.bin"
@@ -154,7 +154,7 @@ def test_memory_stays_flat_over_200_sequential_requests(server):
 
 
 @pytest.mark.parametrize("target", ["/etc/passwd", str(REPO / "app.py"), str(REPO / ".gitignore"),
-                                    str(REPO / "grounded" / "service.py"), "../../../../etc/passwd"])
+                                    str(REPO / "grounded" / "web" / "service.py"), "../../../../etc/passwd"])
 def test_file_route_refuses_system_files_source_and_dotfiles(server, target):
     response = httpx.get(f"{server[0]}gradio_api/file={target}", timeout=10)
     assert response.status_code in (403, 404)

@@ -115,6 +115,9 @@ def test_page_runs_a_prompt_filters_refines_and_downloads(page, examples, tiny_a
     overlay.click(position={"x": size["width"] * 0.4, "y": size["height"] * 0.6})
     _wait_status(page, "instance #2 refined")
 
+    # the zip is built on demand, from the refined result
+    page.click("#prepare-download")
+    page.wait_for_function("!document.querySelector('#download').disabled")
     with page.expect_download() as download:
         page.click("#download")
     with zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes())) as bundle:

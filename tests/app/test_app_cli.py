@@ -16,7 +16,7 @@ import pytest
 import tomllib
 from app_helpers import REPO
 
-import grounded.spaces_compat
+import grounded.web.spaces
 
 
 def test_flags_come_from_the_environment_and_flags_win(app_module, monkeypatch):
@@ -80,9 +80,9 @@ def test_spaces_gpu_is_a_no_op_without_the_spaces_package():
     def work(x: int) -> int:
         return x + 1
 
-    assert not grounded.spaces_compat.ON_SPACES
-    assert grounded.spaces_compat.gpu(work) is work
-    assert grounded.spaces_compat.gpu(duration=60)(work) is work
+    assert not grounded.web.spaces.ON_SPACES
+    assert grounded.web.spaces.gpu(work) is work
+    assert grounded.web.spaces.gpu(duration=60)(work) is work
 
 
 def test_spaces_gpu_is_used_when_the_package_is_there(monkeypatch):
@@ -96,13 +96,13 @@ def test_spaces_gpu_is_used_when_the_package_is_there(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=fake_gpu))
     try:
-        module = importlib.reload(grounded.spaces_compat)
+        module = importlib.reload(grounded.web.spaces)
         assert module.ON_SPACES
         assert module.gpu(len) == ("wrapped", len)
         assert module.gpu(duration=90)(len) == ("wrapped", len) and calls[-1] == {"duration": 90}
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
-        importlib.reload(grounded.spaces_compat)
+        importlib.reload(grounded.web.spaces)
 
 
 def _name(requirement: str) -> str:

@@ -1,4 +1,4 @@
-"""grounded.service without Gradio: results, table, zip bundle, refine state, input checks."""
+"""grounded.web.service without Gradio: results, table, zip bundle, refine state, input checks."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from grounded import service
-from grounded.annotate import annotate, class_color
-from grounded.export import detections_to_dict
-from grounded.service import Click, PipelineProvider, SegmentOptions
+from grounded.io.annotate import annotate, class_color
+from grounded.io.export import detections_to_dict
+from grounded.web import service
+from grounded.web.service import Click, PipelineProvider, SegmentOptions
 
 OPTIONS = SegmentOptions(box_threshold=0.3, text_threshold=0.2, nms_iou=0.5, max_detections=8)
 

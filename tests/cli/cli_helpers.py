@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from grounded.export import mask_to_rle
+from grounded.io.export import mask_to_rle
 
 HEIGHT, WIDTH = 64, 80
 SQUARE = 20  # side of the square objects (pixels)

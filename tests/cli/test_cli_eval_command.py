@@ -13,7 +13,7 @@ import pytest
 from cli_helpers import ShapesDataset
 
 from grounded.cli import main
-from grounded.evaluate import METRIC_NAMES
+from grounded.cli.evaluate import METRIC_NAMES
 
 MODEL = ["--config", "tiny-random", "--box-threshold", "0.1", "--text-threshold", "0.1",
          "--max-detections", "5", "-q"]

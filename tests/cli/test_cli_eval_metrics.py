@@ -1,4 +1,4 @@
-"""Metric math of grounded.evaluate with injected predictions (no model): values computed by hand."""
+"""Metric math of grounded.cli.evaluate with injected predictions (no model): values computed by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import supervision as sv
 from cli_helpers import SQUARE, ShapesDataset, square_mask
 
-from grounded.evaluate import (
+from grounded.cli.evaluate import (
     METRIC_NAMES,
     box_prompted_ious,
     category_classes,
@@ -17,7 +17,7 @@ from grounded.evaluate import (
     detections_to_results,
     evaluate,
 )
-from grounded.export import mask_to_rle
+from grounded.io.export import mask_to_rle
 
 
 def _result(ann: dict[str, Any], mask: np.ndarray, *, dx: int = 0, score: float = 1.0) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from grounded.cli import main
-from grounded.export import detections_to_dict, read_mask_png
+from grounded.io.export import detections_to_dict, read_mask_png
 
 # Thresholds 0 make the untrained model keep its top queries, so every image has instances.
 MODEL = ["--config", "tiny-random", "--box-threshold", "0", "--text-threshold", "0", "--max-detections", "3"]

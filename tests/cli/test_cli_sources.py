@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grounded.sources import ImageSource, SourceError, expand_sources, parse_shard, select_shard, shard_of
+from grounded.io.sources import ImageSource, SourceError, expand_sources, parse_shard, select_shard, shard_of
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:

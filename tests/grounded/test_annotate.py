@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from grounded.annotate import annotate, class_color, detection_labels
+from grounded.io.annotate import annotate, class_color, detection_labels
 
 H, W = 120, 160
 

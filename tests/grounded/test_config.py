@@ -1,5 +1,6 @@
 """Config presets, YAML selection and validation."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,32 @@ def test_yaml_files_equal_python_presets(name):
     from_yaml = load_config(CONFIGS / f"{name}.yaml")
     assert from_yaml == PIPELINE_PRESETS[name]
     assert load_config(name) == PIPELINE_PRESETS[name]
+
+
+def test_yaml_files_hold_only_overrides_of_their_preset():
+    import yaml
+
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        values = yaml.safe_load(path.read_text())
+        assert values["preset"] in PIPELINE_PRESETS, path.name
+        preset = PIPELINE_PRESETS[values["preset"]]
+        for key, value in values.items():
+            if key in ("preset", "name"):
+                continue
+            # a repeated preset value is a second copy that can drift: only real overrides belong here
+            loaded = load_config(path)
+            same_as_preset = dataclasses.replace(loaded, **{key: getattr(preset, key)})
+            assert loaded != same_as_preset, f"{path.name} repeats the preset's {key}={value!r}"
+
+
+def test_named_configs_resolve_inside_an_installed_package(tmp_path, monkeypatch):
+    import grounded.config as config_module
+
+    shipped = tmp_path / "configs"
+    shipped.mkdir()
+    (shipped / "shipped-only.yaml").write_text("preset: default\nbox_threshold: 0.4\n")
+    monkeypatch.setattr(config_module, "_CONFIG_DIRS", (shipped,))
+    assert load_config("shipped-only").box_threshold == 0.4
 
 
 def test_presets_pick_the_documented_models():

@@ -21,14 +21,14 @@ from transformers.models.grounding_dino.image_processing_pil_grounding_dino impo
 )
 from transformers.models.grounding_dino.processing_grounding_dino import GroundingDinoProcessor
 
-from grounded.detector import GroundingDinoDetector, ModelUnavailableError, RawDetections
-from grounded.labels import select_detections
-from grounded.preprocess import DetectorPreprocessor
-from grounded.prompt import build_caption
-from grounded.tiny_detector import build_tiny_detector
+from grounded.detectors.grounding_dino import GroundingDinoDetector, ModelUnavailableError, RawDetections
+from grounded.detectors.preprocess import DetectorPreprocessor
+from grounded.detectors.prompt import build_caption
+from grounded.detectors.scoring import select_detections
+from grounded.detectors.tiny import build_tiny_detector
 
 CLASSES = ["cat", "dog", "traffic light"]
-# One grey level after normalisation by the smallest ImageNet std (see grounded/preprocess.py).
+# One grey level after normalisation by the smallest ImageNet std (see grounded/detectors/preprocess.py).
 PIXEL_TOLERANCE = 1.0 / (255 * 0.224) + 1e-6
 
 
@@ -316,7 +316,7 @@ def test_cold_cache_fails_fast_with_an_actionable_message(tmp_path, network):
         env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens: connection refused, like no network
     script = (
         "import time\n"
-        "from grounded.detector import GroundingDinoDetector, ModelUnavailableError\n"
+        "from grounded.detectors.grounding_dino import GroundingDinoDetector, ModelUnavailableError\n"
         "start = time.perf_counter()\n"
         "try:\n"
         "    GroundingDinoDetector.from_pretrained('IDEA-Research/grounding-dino-tiny')\n"

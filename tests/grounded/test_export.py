@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from grounded.export import (
+from grounded.io.export import (
     CocoBuilder,
     detections_from_dict,
     detections_to_dict,

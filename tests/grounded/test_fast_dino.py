@@ -1,4 +1,4 @@
-"""grounded.fast_dino: each fast re-formulation equals transformers' module on identical inputs, the
+"""grounded.detectors.fast_path: each fast re-formulation equals transformers' module on identical inputs, the
 swapped-in model equals the original, and the caches skip exactly the work they claim to."""
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from transformers.models.grounding_dino.modeling_grounding_dino import (
     MultiScaleDeformableAttention,
 )
 
-import grounded.dino_feed_forward as dino_feed_forward
-import grounded.fast_dino as fast_dino
-from grounded.detector import GroundingDinoDetector
-from grounded.fast_dino import (
+import grounded.detectors.fast_feed_forward as dino_feed_forward
+import grounded.detectors.fast_path as fast_dino
+from grounded.detectors.fast_path import (
     clear_fast_path_caches,
     enable_fast_path,
     fused_bi_attention_forward,
     is_fast_path_enabled,
     multi_scale_deformable_attention,
 )
-from grounded.tiny_detector import _tiny_config, build_tiny_detector
+from grounded.detectors.grounding_dino import GroundingDinoDetector
+from grounded.detectors.tiny import _tiny_config, build_tiny_detector
 
 CLASSES = ["cat", "dog", "traffic light"]
 

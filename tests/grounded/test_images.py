@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grounded.images import DEFAULT_MAX_PIXELS, ImageError, image_content_hash, load_image
+from grounded.io.images import DEFAULT_MAX_PIXELS, ImageError, image_content_hash, load_image
 
 RNG = np.random.default_rng(0)
 

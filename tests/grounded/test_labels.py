@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from grounded.detector import RawDetections, scores_from_logits
-from grounded.labels import select_detections
+from grounded.detectors.grounding_dino import RawDetections, scores_from_logits
+from grounded.detectors.scoring import select_detections
 
 CLASSES = ["cat", "dog", "traffic light"]
 DEFAULTS = {"box_threshold": 0.35, "text_threshold": 0.25, "nms_iou": 0.5}

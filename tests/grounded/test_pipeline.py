@@ -267,19 +267,6 @@ def test_presets_pick_the_fast_dtype_and_tiny_random_stays_float32():
     assert PIPELINE_PRESETS["tiny-random"].dtype == "float32"
 
 
-def test_auto_dtype_is_bfloat16_only_where_it_is_native(monkeypatch):
-    import torch
-
-    import grounded.models as models
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(models, "_cpu_has_native_bf16", lambda: False)
-    assert models.resolve_dtype("auto", cpu) == torch.float32
-    monkeypatch.setattr(models, "_cpu_has_native_bf16", lambda: True)
-    assert models.resolve_dtype("auto", cpu) == torch.bfloat16
-    assert models.resolve_dtype("float32", cpu) == torch.float32
-
-
 def test_bfloat16_pipeline_gives_typed_results_close_to_float32(pipe, image):
     import torch
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grounded.prompt import build_caption, parse_prompt, tokenize_classes
-from grounded.tiny_detector import TINY_MAX_TEXT_LEN, build_tiny_detector
+from grounded.detectors.prompt import build_caption, parse_prompt, tokenize_classes
+from grounded.detectors.tiny import TINY_MAX_TEXT_LEN, build_tiny_detector
 
 COCO = (
     "person, bicycle, car, motorcycle, airplane, bus, train, truck, boat, traffic light, fire hydrant, "

@@ -48,7 +48,7 @@ def test_yaml_config_loads_hub_id_and_meta_checkpoint_offline(reference, tmp_pat
     config = tmp_path / "offline.yaml"
     config.write_text(
         f"detector: {{model: acme/tiny-gd}}\nsam: {{model_type: tiny, checkpoint: {sam_path}}}\n"
-        "box_threshold: 0.3\n"
+        "box_threshold: 0.3\ndtype: float32\n"  # compared with the float32 reference below
     )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

@@ -13,8 +13,8 @@ import pytest
 from rel_helpers import random_rgb
 
 from grounded import GroundedSAM
-from grounded.export import detections_to_dict
-from grounded.tiny_detector import build_tiny_detector
+from grounded.detectors.tiny import build_tiny_detector
+from grounded.io.export import detections_to_dict
 from sam_core import build_sam
 
 LOW = {"box_threshold": 0.0, "text_threshold": 0.0, "max_detections": 4}

@@ -17,7 +17,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from rel_helpers import random_rgb, stop
 
-from grounded.export import read_mask_png, rle_to_mask
+from grounded.io.export import read_mask_png, rle_to_mask
 
 N_IMAGES = 12
 KILL_AFTER = 3  # finished images (complete JSONL lines) before the SIGKILL

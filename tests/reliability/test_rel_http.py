@@ -41,10 +41,10 @@ from rel_helpers import (
     rle_masks,
 )
 
-import grounded.service
+import grounded.web.service
 from grounded import GroundedSAM
-from grounded.export import detections_to_dict
-from grounded.service import PipelineProvider
+from grounded.io.export import detections_to_dict
+from grounded.web.service import PipelineProvider
 
 MAX_FILE = 1_500_000  # bytes; small so the over-limit cases are quick
 QUEUE = 2
@@ -150,7 +150,7 @@ def test_exif_orientation_6_gives_the_same_aligned_masks_through_api_cli_and_htt
     assert api == expected
     assert {k: http[k] for k in api} == expected and {k: cli[k] for k in api} == expected
     assert rle_masks(http).shape[1:] == (60, 36) and Image.open(overlay).size == (36, 60)
-    from grounded.export import read_mask_png
+    from grounded.io.export import read_mask_png
 
     for mask_file, mask in zip(cli["outputs"]["masks"], rle_masks(expected), strict=True):
         np.testing.assert_array_equal(read_mask_png(tmp_path / "out" / mask_file), mask)
@@ -176,7 +176,7 @@ def test_python_api_http_api_and_cli_return_the_same_structure(
 def test_a_bomb_upload_is_refused_from_its_header_in_under_a_second_and_the_next_request_works(
         server, client, tmp_path, monkeypatch):
     timings: list[float] = []
-    load_image = grounded.service.load_image
+    load_image = grounded.web.service.load_image
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -185,7 +185,7 @@ def test_a_bomb_upload_is_refused_from_its_header_in_under_a_second_and_the_next
         finally:
             timings.append(time.perf_counter() - started)
 
-    monkeypatch.setattr(grounded.service, "load_image", timed)  # the server runs in this process
+    monkeypatch.setattr(grounded.web.service, "load_image", timed)  # the server runs in this process
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(bomb_png())
     assert bomb.stat().st_size < 2_000_000

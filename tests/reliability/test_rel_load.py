@@ -31,7 +31,7 @@ from rel_helpers import (
     server_env,
 )
 
-from grounded.export import detections_to_dict
+from grounded.io.export import detections_to_dict
 
 CLIENTS, REQUESTS = 8, 10
 SOAK = 200

@@ -19,7 +19,7 @@ from packaging.version import Version
 from rel_helpers import REPO
 
 MINIMUMS = {"gradio": "6.20", "torch": "2.6", "pillow": "12.2"}
-CODE = sorted([*REPO.glob("sam_core/*.py"), *REPO.glob("grounded/*.py"), REPO / "app.py"])
+CODE = sorted([*REPO.glob("sam_core/**/*.py"), *REPO.glob("grounded/**/*.py"), REPO / "app.py"])
 
 
 # ------------------------------------------------------------------------- 21: safe deserialisation
@@ -159,7 +159,7 @@ pipe = GroundedSAM.from_config("tiny-random", device="cpu")
 image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 det = pipe.predict(image, "cat. dog", box_threshold=0.0, text_threshold=0.0, max_detections=2)
 demo = app.build_demo(pipe, examples=False)
-import grounded.spaces_compat as spaces_compat
+import grounded.web.spaces as spaces_compat
 assert len(det) == 2 and det.mask.shape == (2, 48, 64) and demo is not None
 print("ON_SPACES", spaces_compat.ON_SPACES)
 print("TORCHVISION_BLOCKED", sys.modules["torchvision"] is None)
@@ -209,7 +209,7 @@ def test_readme_front_matter_runs_app_py_on_a_pinned_gradio():
 def test_app_uses_spaces_only_through_the_optional_shim():
     for path in CODE:
         if "spaces" in _imported_modules(path):
-            assert path == REPO / "grounded" / "spaces_compat.py", f"{path} imports spaces directly"
+            assert path == REPO / "grounded" / "web" / "spaces.py", f"{path} imports spaces directly"
     app_text = (REPO / "app.py").read_text("utf-8")
-    assert "from grounded.spaces_compat import gpu" in app_text and "@gpu" in app_text
+    assert "from grounded.web.spaces import gpu" in app_text and "@gpu" in app_text
     assert not Path(REPO / "spaces.py").exists()  # nothing shadows the real package

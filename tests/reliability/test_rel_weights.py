@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from grounded.tiny_detector import build_tiny_detector
+from grounded.detectors.tiny import build_tiny_detector
 from sam_core import CheckpointError, build_sam
 
 KEY = "mask_decoder.iou_token.weight"  # a SAM tensor whose name we tamper with
@@ -90,7 +90,7 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
 
 # ------------------------------------------------------------------------------- Grounding DINO
 def test_a_pickle_only_detector_folder_is_refused_without_unpickling(detector_folder, tmp_path):
-    from grounded.detector import GroundingDinoDetector, ModelUnavailableError
+    from grounded.detectors.grounding_dino import GroundingDinoDetector, ModelUnavailableError
 
     folder = _copy(detector_folder, tmp_path)
     marker = tmp_path / "pwned"
@@ -104,7 +104,7 @@ def test_a_pickle_only_detector_folder_is_refused_without_unpickling(detector_fo
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_corrupt_detector_safetensors_is_a_clear_value_error(detector_folder, tmp_path, damage):
     """Fails today: transformers' raw ``SafetensorError`` escapes (not a ValueError, names no file)."""
-    from grounded.detector import GroundingDinoDetector
+    from grounded.detectors.grounding_dino import GroundingDinoDetector
 
     folder = _copy(detector_folder, tmp_path)
     weights = folder / "model.safetensors"
@@ -119,7 +119,7 @@ def test_a_corrupt_detector_safetensors_is_a_clear_value_error(detector_folder, 
 
 def test_a_detector_checkpoint_with_a_renamed_key_is_refused_naming_it(detector_folder, tmp_path):
     """Fails today: transformers re-initialises the missing tensor at random and loads anyway."""
-    from grounded.detector import GroundingDinoDetector
+    from grounded.detectors.grounding_dino import GroundingDinoDetector
 
     folder = _copy(detector_folder, tmp_path)
     weights = folder / "model.safetensors"

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import zipfile
@@ -31,14 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 import supervision as sv
 from PIL import Image
 
-from grounded.annotate import class_color, detection_labels
 from grounded.config import PIPELINE_PRESETS, PipelineConfig, load_config
-from grounded.export import CocoBuilder, detections_to_dict, save_mask_png
-from grounded.images import load_image
+from grounded.io.annotate import class_color, detection_labels
+from grounded.io.export import CocoBuilder, detections_to_dict, save_mask_png
+from grounded.io.files import label_slug
+from grounded.io.images import load_image
 from grounded.pipeline import GroundedSAM
 
 __all__ = [
@@ -311,7 +312,7 @@ def _check_index(session: Session, index: Any) -> None:
 
 # ----------------------------------------------------------------------------------------- views
 def result_json(session: Session) -> dict[str, Any]:
-    """``grounded.export.detections_to_dict``'s schema plus ``"untrained"`` and ``"model"``."""
+    """``grounded.io.export.detections_to_dict``'s schema plus ``"untrained"`` and ``"model"``."""
     result = detections_to_dict(session.detections, image_size=session.image_size, classes=session.classes)
     config = session.config
     result["untrained"] = config.untrained
@@ -345,7 +346,7 @@ AnnotatedValue = tuple[np.ndarray, list[tuple[np.ndarray, str]]]  # (H x W x 3 i
 def annotated_value(session: Session) -> tuple[AnnotatedValue, dict[str, str]]:
     """``gr.AnnotatedImage`` value ``(image, [(mask, "dog 0.87"), ...])`` and its label -> colour map.
 
-    Colours follow ``grounded.annotate.class_color``, so the legend matches the overlay.
+    Colours follow ``grounded.io.annotate.class_color``, so the legend matches the overlay.
     """
     detections = session.detections
     labels = detection_labels(detections)
@@ -359,14 +360,13 @@ def overlay_with_clicks(overlay: np.ndarray, clicks: Mapping[int, tuple[Click, .
     """Draw refine clicks on an H x W x 3 overlay: green discs add, red discs remove (a copy)."""
     if not any(clicks.values()):
         return overlay
-    out = overlay.copy()
-    height, width = out.shape[:2]
-    radius = max(3, round(min(height, width) / 100))
-    ys, xs = np.ogrid[:height, :width]  # H x 1, 1 x W
+    out = np.ascontiguousarray(overlay).copy()
+    radius = max(3, round(min(out.shape[:2]) / 100))
     for click in (c for group in clicks.values() for c in group):
-        disc = (xs - click.x) ** 2 + (ys - click.y) ** 2  # H x W squared distances
-        out[disc <= (radius + 2) ** 2] = 255
-        out[disc <= radius**2] = (40, 200, 60) if click.positive else (230, 40, 40)
+        center = (int(round(click.x)), int(round(click.y)))
+        cv2.circle(out, center, radius + 2, (255, 255, 255), thickness=-1, lineType=cv2.LINE_AA)
+        color = (40, 200, 60) if click.positive else (230, 40, 40)
+        cv2.circle(out, center, radius, color, thickness=-1, lineType=cv2.LINE_AA)
     return out
 
 
@@ -390,7 +390,8 @@ def write_bundle(session: Session, overlay: np.ndarray, folder: str | os.PathLik
         files.append(root / "result.json")
         names = detections.data.get("class_name", [])
         for i, name in enumerate(names):
-            files.append(save_mask_png(detections.mask[i], root / "masks" / f"{i:03d}_{_slug(name)}.png"))
+            mask_path = root / "masks" / f"{i:03d}_{label_slug(name)}.png"
+            files.append(save_mask_png(detections.mask[i], mask_path))
         Image.fromarray(overlay).save(root / "overlay.png")
         files.append(root / "overlay.png")
         with zipfile.ZipFile(zip_path, "w") as bundle:
@@ -398,8 +399,3 @@ def write_bundle(session: Session, overlay: np.ndarray, folder: str | os.PathLik
                 method = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
                 bundle.write(path, path.relative_to(root).as_posix(), compress_type=method)
     return zip_path
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:40] or "object"
-

@@ -27,10 +27,8 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,15 +38,15 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import supervision as sv
-from PIL import Image
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from grounded.annotate import annotate
 from grounded.config import PipelineConfig, config_to_dict
-from grounded.export import CocoBuilder, detections_from_dict, detections_to_dict, save_mask_png
-from grounded.images import load_image
-from grounded.sources import ImageSource
+from grounded.io.annotate import annotate
+from grounded.io.export import CocoBuilder, detections_from_dict, detections_to_dict, save_mask_png
+from grounded.io.files import atomic_write_bytes, label_slug, save_png
+from grounded.io.images import load_image
+from grounded.io.sources import ImageSource
 
 __all__ = [
     "FORMATS",
@@ -111,7 +109,7 @@ def run_batch(pipe: Any, images: Sequence[ImageSource], out_dir: str | os.PathLi
 
     Args:
         pipe: a ``GroundedSAM`` (loaded once by the caller).
-        images: from ``grounded.sources.expand_sources`` (and ``select_shard``), in processing order.
+        images: from ``grounded.io.sources.expand_sources`` (and ``select_shard``), in processing order.
         out_dir: the output folder, created if missing.
         options: classes, formats, threshold overrides, ``overwrite``.
         progress: show a tqdm bar on stderr (only when it is a terminal).
@@ -129,7 +127,7 @@ def run_batch(pipe: Any, images: Sequence[ImageSource], out_dir: str | os.PathLi
             _remove_outputs(out)
         check_output_dir(out, identity, overwrite=False)
         if not (out / RUN_FILE).exists():
-            _atomic_write_bytes(out / RUN_FILE, (json.dumps(identity, indent=2) + "\n").encode("utf-8"))
+            atomic_write_bytes(out / RUN_FILE, (json.dumps(identity, indent=2) + "\n").encode("utf-8"))
         records = _load_records(out / RECORDS_FILE)
         done = {record["source"] for record in records}
         claimed = {record["outputs"]["stem"] for record in records}
@@ -185,13 +183,13 @@ def _write_outputs(out: Path, image: ImageSource, stem: str, size: tuple[int, in
     masks: list[str] = []
     if "png" in options.formats and detections.mask is not None:
         for k, (mask, label) in enumerate(zip(detections.mask, detections.data["class_name"], strict=True)):
-            relative = f"{MASK_DIR}/{stem}_{k}_{_safe_label(str(label))}.png"
+            relative = f"{MASK_DIR}/{stem}_{k}_{label_slug(str(label))}.png"
             save_mask_png(mask, out / relative)
             masks.append(relative)
     overlay_path = None
     if overlay is not None:
         overlay_path = f"{OVERLAY_DIR}/{stem}.png"
-        _save_png(overlay, out / overlay_path)
+        save_png(overlay, out / overlay_path)
     payload = detections_to_dict(detections, image_size=size, classes=options.classes)
     return {"path": image.name, "source": str(image.path), **payload,
             "outputs": {"stem": stem, "masks": masks, "overlay": overlay_path}}
@@ -258,7 +256,7 @@ class _CocoFile:
         text = json.dumps(self.builder.to_dict(), ensure_ascii=False).encode("utf-8")
         if self.path.exists() and self.path.read_bytes() == text:
             return
-        _atomic_write_bytes(self.path, text)
+        atomic_write_bytes(self.path, text)
 
 
 # ------------------------------------------------------------------------------ run identity
@@ -358,30 +356,3 @@ def _claim_stem(image: ImageSource, claimed: set[str]) -> str:
     chosen = next(c for c in candidates if c not in claimed)
     claimed.add(chosen)
     return chosen
-
-
-def _safe_label(label: str) -> str:
-    """A class name as a file-name part: word characters and '-' only, at most 48 characters."""
-    return re.sub(r"[^\w-]+", "_", label).strip("_")[:48] or "object"
-
-
-def _save_png(rgb: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(rgb)
-    _atomic_write(path, lambda handle: image.save(handle, format="PNG"))
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda handle: handle.write(data))
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

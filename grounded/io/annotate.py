@@ -41,7 +41,7 @@ def annotate(image: np.ndarray, detections: sv.Detections, *, opacity: float = 0
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"annotate expects an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}; "
-                         "convert it with grounded.images.load_image")
+                         "convert it with grounded.io.images.load_image")
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     if len(detections) == 0:

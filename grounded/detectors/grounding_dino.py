@@ -1,9 +1,9 @@
 """Grounding DINO (transformers' ``GroundingDinoForObjectDetection``) as a text-prompted box detector.
 
 ``detect`` runs the model once per caption chunk and returns :class:`RawDetections`: every query's box
-and its score for every class, before any threshold, so new thresholds (``grounded.labels``) re-run
-no model. Preprocessing is ours (``grounded.preprocess``, no torchvision); tokenisation and the
-class <-> token map come from ``grounded.prompt``.
+and its score for every class, before any threshold, so new thresholds (``grounded.detectors.scoring``) re-run
+no model. Preprocessing is ours (``grounded.detectors.preprocess``, no torchvision); tokenisation and the
+class <-> token map come from ``grounded.detectors.prompt``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from grounded.fast_dino import enable_fast_path
-from grounded.preprocess import DetectorPreprocessor
-from grounded.prompt import TokenizedCaption, tokenize_classes
-from grounded.weights import ModelUnavailableError, load_grounding_dino, resolve_model_folder
+from grounded.detectors.fast_path import enable_fast_path
+from grounded.detectors.loading import ModelUnavailableError, load_grounding_dino, resolve_model_folder
+from grounded.detectors.preprocess import DetectorPreprocessor
+from grounded.detectors.prompt import TokenizedCaption, tokenize_classes
 
 __all__ = ["GroundingDinoDetector", "ModelUnavailableError", "RawDetections", "scores_from_logits"]
 
@@ -97,7 +97,7 @@ class GroundingDinoDetector:
         model_id: names the weights in cache keys ("IDEA-Research/grounding-dino-tiny", a folder, ...).
         device, dtype: move/cast the model; ``None`` keeps where and how it is.
         preprocessor: image resizing/normalisation; defaults to the released models' 800/1333 ImageNet.
-        fast_path: swap in ``grounded.fast_dino`` (vectorised deformable attention, re-associated
+        fast_path: swap in ``grounded.detectors.fast_path`` (vectorised deformable attention, re-associated
             fusion attention, text/backbone caches; float32 results equal transformers' to rounding).
             ``False`` runs transformers' modules unchanged.
         quantize_int8: (fast path, CPU, float32) dynamic int8 linears; faster, slightly less accurate.
@@ -116,7 +116,7 @@ class GroundingDinoDetector:
         quantize_int8: bool = False,
     ) -> None:
         if fast_path:
-            # Exact re-formulations + caches (grounded.fast_dino); a reduced dtype runs under autocast
+            # Exact re-formulations + caches (detectors.fast_path); a reduced dtype runs under autocast
             # with float32 norms and sampling locations, so inputs stay float32.
             if device is not None:
                 model = model.to(device=device)

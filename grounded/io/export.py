@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from grounded.io.files import atomic_write
 
 __all__ = [
     "CocoBuilder",
@@ -165,27 +166,12 @@ def detections_from_dict(d: dict[str, Any]) -> sv.Detections:
     )
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool) -> Path:
-    """Write through a temporary file in the same folder, then ``os.replace`` (no torn files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_mask_png(mask: np.ndarray, path: str | os.PathLike) -> Path:
     """Save an H x W bool mask as a lossless 8-bit grayscale PNG (0 / 255), atomically."""
     if mask.ndim != 2:
         raise ValueError(f"save_mask_png expects one H x W mask, got shape {mask.shape}")
     image = Image.fromarray(np.where(mask.astype(bool), 255, 0).astype(np.uint8))
-    return _atomic_write(path, lambda handle: image.save(handle, format="PNG"), binary=True)
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
 
 
 def read_mask_png(path: str | os.PathLike) -> np.ndarray:
@@ -287,4 +273,4 @@ class CocoBuilder:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the dataset as JSON, atomically (temporary file + ``os.replace``)."""
         data = self.to_dict()
-        return _atomic_write(path, lambda handle: json.dump(data, handle), binary=False)
+        return atomic_write(path, lambda handle: json.dump(data, handle), binary=False)

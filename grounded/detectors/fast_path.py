@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grounded.dino_feed_forward import chunked_deformable_layer_forward, feed_forward_in_chunks
+from grounded.detectors.fast_feed_forward import chunked_deformable_layer_forward, feed_forward_in_chunks
 
 __all__ = [
     "FastMultiScaleDeformableAttention",

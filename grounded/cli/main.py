@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from grounded.batch import (
+from grounded.cli.batch import (
     FORMATS,
     BatchOptions,
     OutputConflictError,
@@ -29,8 +30,8 @@ from grounded.batch import (
     run_identity,
 )
 from grounded.config import load_config
-from grounded.prompt import parse_prompt
-from grounded.sources import SourceError, expand_sources, parse_shard, select_shard
+from grounded.detectors.prompt import parse_prompt
+from grounded.io.sources import SourceError, expand_sources, parse_shard, select_shard
 
 __all__ = ["build_parser", "main"]
 
@@ -171,7 +172,7 @@ def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 # ------------------------------------------------------------------------------ eval
 def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from grounded.evaluate import load_coco, run_eval
+    from grounded.cli.evaluate import load_coco, run_eval
 
     if args.prompt is not None:
         _classes(args.prompt)
@@ -280,30 +281,27 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class _TqdmHandler(logging.Handler):
-    """Log lines go through ``tqdm.write`` to the current ``sys.stderr``, so a bar is not broken."""
+class _LevelPrefix(logging.Formatter):
+    """INFO lines as they are; others prefixed with their level (``warning: ...``)."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-            if record.levelno != logging.INFO:
-                message = f"{record.levelname.lower()}: {message}"
-            tqdm.write(message, file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must never raise
-            self.handleError(record)
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
 
 
 @contextmanager
 def _cli_logging(*, quiet: bool) -> Iterator[None]:
     """Route the ``grounded`` loggers to stderr for one ``main`` call, then restore them."""
     package = logging.getLogger("grounded")
-    handler = _TqdmHandler()
+    handler = logging.StreamHandler(sys.stderr)  # the current stderr; tqdm.write-s it below the bar
+    handler.setFormatter(_LevelPrefix())
     saved = package.level, package.propagate
     package.addHandler(handler)
     package.setLevel(logging.WARNING if quiet else logging.INFO)
     package.propagate = False
     try:
-        yield
+        with logging_redirect_tqdm(loggers=[package]):
+            yield
     finally:
         package.removeHandler(handler)
         package.setLevel(saved[0])

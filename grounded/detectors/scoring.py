@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import supervision as sv
 
-from grounded.detector import RawDetections
+from grounded.detectors.grounding_dino import RawDetections
 
 __all__ = ["select_detections"]
 

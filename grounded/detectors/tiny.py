@@ -11,8 +11,8 @@ import string
 
 import torch
 
-from grounded.detector import GroundingDinoDetector
-from grounded.preprocess import DetectorPreprocessor
+from grounded.detectors.grounding_dino import GroundingDinoDetector
+from grounded.detectors.preprocess import DetectorPreprocessor
 
 __all__ = ["TINY_MAX_TEXT_LEN", "build_tiny_detector", "tiny_vocab"]
 

@@ -1,4 +1,4 @@
-"""Grounding DINO encoder layer with its feed-forward in token chunks (part of ``grounded.fast_dino``).
+"""Grounding DINO encoder layer with its feed-forward in token chunks (part of ``fast_path.py``).
 
 transformers runs fc1 -> ReLU -> fc2 -> residual -> LayerNorm over all ~22k image tokens at once, which
 materialises a 22k x 2048 activation (180 MB) and walks it three times. Every step is per token, so

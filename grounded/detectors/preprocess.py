@@ -139,7 +139,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
         dtype = getattr(image, "dtype", type(image).__name__)
         raise ValueError(
             f"detector input must be an H x W x 3 uint8 RGB array, got shape {shape} dtype {dtype}; "
-            "convert it with grounded.images.load_image"
+            "convert it with grounded.io.images.load_image"
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image has no pixels (shape {image.shape})")

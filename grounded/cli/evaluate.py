@@ -31,9 +31,9 @@ import supervision as sv
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from grounded.export import mask_to_rle
-from grounded.images import load_image
-from grounded.prompt import parse_prompt
+from grounded.detectors.prompt import parse_prompt
+from grounded.io.export import mask_to_rle
+from grounded.io.images import load_image
 
 __all__ = [
     "METRIC_NAMES",

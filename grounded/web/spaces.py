@@ -4,7 +4,7 @@ On a ZeroGPU Space, functions that touch CUDA must be decorated with ``@spaces.G
 attached for the duration of the call. Off Spaces the ``spaces`` package is usually absent, and the
 decorator must then change nothing::
 
-    from grounded.spaces_compat import gpu
+    from grounded.web.spaces import gpu
 
     @gpu                      # or @gpu(duration=120)
     def run(...): ...

@@ -1,0 +1,3 @@
+"""Inputs and outputs: ``images.py`` (any image -> H x W x 3 uint8 RGB, size checks before decoding),
+``sources.py`` (CLI sources -> image list, shards), ``export.py`` (COCO RLE, JSON schema, datasets,
+mask PNGs, atomic writes), ``annotate.py`` (supervision drawing)."""
