@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from .config import SamConfig
 from .hf_format import HF_TIED_ALIASES, hf_key_to_meta, is_hf_layout, sam_config_from_hf
+from .hub import HubFilesUnavailable, fetch_snapshot
 
 __all__ = [
     "CheckpointError",
@@ -178,76 +177,13 @@ def _check_same_architecture(found: SamConfig, wanted: SamConfig, source: Path) 
 
 
 # ---------------------------------------------------------------------------------------- Hub
-def _hub_cache_dir() -> Path:
-    """The Hugging Face cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _download(repo_id: str) -> tuple[Path, Path]:
-    """config.json + model.safetensors of a Hub SAM through the HF cache.
-
-    A complete cached copy is used as is, without any network call (run ``hf download`` to refresh
-    it). Otherwise the files are downloaded, unless HF_HUB_OFFLINE is set or the Hub's host does not
-    resolve -- then this fails at once instead of after huggingface_hub's retries.
-    """
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    cache_dir = _hub_cache_dir()
-    cached = {name: try_to_load_from_cache(repo_id, name, cache_dir=cache_dir) for name in HF_FILES}
-    if all(isinstance(path, str) for path in cached.values()):
-        return Path(cached["model.safetensors"]), Path(cached["config.json"])
-    offline = _offline()
-    unreachable = None if offline else _unreachable_reason()
-    paths = {}
-    for name in HF_FILES:
-        try:
-            if unreachable:
-                raise ConnectionError(unreachable)
-            paths[name] = Path(hf_hub_download(repo_id, name, cache_dir=cache_dir, local_files_only=offline))
-        except Exception as err:  # network, auth, missing-file and offline-cache errors all land here
-            why = (
-                "HF_HUB_OFFLINE is set and the file is not in the cache"
-                if offline
-                else f"{type(err).__name__}: {err}"
-            )
-            raise CheckpointError(
-                f"could not get {name} of {repo_id!r} from the Hugging Face Hub ({why}). "
-                f"Needed files: {', '.join(HF_FILES)}; cache dir: {cache_dir}. Options: "
-                f"(1) pass a local path -- a Meta .pth/.safetensors file or a folder with "
-                f"{' + '.join(HF_FILES)}; (2) pre-download on a machine with network: "
-                f"`hf download {repo_id} {' '.join(HF_FILES)}` (same cache dir, or set HF_HUB_CACHE), "
-                "then run with HF_HUB_OFFLINE=1 to use the cache without network; "
-                "(3) check the Hub id and your access to it."
-            ) from err
-    return paths["model.safetensors"], paths["config.json"]
-
-
-def _unreachable_reason() -> str | None:
-    """Why the Hub clearly cannot be reached (its host name does not resolve), or None.
-
-    Skipped behind a proxy, where only the proxy needs to resolve the name.
-    """
-    if any(
-        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
-    ):
-        return None
-    from huggingface_hub import constants
-
-    host = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).hostname
-    if not host:
-        return None
+    """config.json + model.safetensors of a Hub SAM through the HF cache (``sam_core.hub``'s policy)."""
     try:
-        socket.getaddrinfo(host, 443)
-    except OSError as err:
-        return f"no network: cannot resolve {host} ({err})"
-    return None
+        folder = fetch_snapshot(
+            repo_id, [(name,) for name in HF_FILES], patterns=HF_FILES, what="SAM",
+            local_hint=f"a Meta .pth/.safetensors file or a folder with {' + '.join(HF_FILES)}",
+        )
+    except HubFilesUnavailable as err:
+        raise CheckpointError(str(err)) from err
+    return folder / "model.safetensors", folder / "config.json"

@@ -1,9 +1,8 @@
 """Find a Grounding DINO model folder: a local path, or a Hub repo id through the Hugging Face cache.
 
-Only ``huggingface_hub`` is imported here (no torch/transformers), so a missing model is reported in
-well under a second. ``HF_HUB_OFFLINE=1`` is honoured by ``huggingface_hub`` itself: with a warm cache
-nothing touches the network; with a cold cache or no network the caller gets a
-:class:`ModelUnavailableError` naming the repo, the missing files, the cache directory and what to do.
+Hub ids go through ``sam_core.hub`` (the project's one Hub policy: a warm cache makes no network
+call; ``HF_HUB_OFFLINE`` or no network fails at once with a :class:`ModelUnavailableError` naming the
+repo, the missing files, the cache directory and what to do).
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
+from sam_core.hub import HubFilesUnavailable, fetch_snapshot
 
 __all__ = ["ModelUnavailableError", "REQUIRED_FILES", "load_grounding_dino", "resolve_model_folder"]
 
@@ -66,18 +65,13 @@ def resolve_model_folder(name_or_path: str) -> Path:
             "like 'IDEA-Research/grounding-dino-tiny'"
         )
 
-    cache_dir = constants.HF_HUB_CACHE  # from HF_HUB_CACHE / HF_HOME, as huggingface_hub resolves it
     try:
-        folder = Path(snapshot_download(name_or_path, allow_patterns=_DOWNLOAD_PATTERNS, cache_dir=cache_dir))
-    except Exception as error:  # any hub/network/cache failure becomes one actionable message
-        raise ModelUnavailableError(
-            _unavailable_message(name_or_path, cache_dir, f"{type(error).__name__}: {error}")
-        ) from error
-    missing = _missing_files(folder)
-    if missing:
-        reason = "the cached snapshot is incomplete"
-        raise ModelUnavailableError(_unavailable_message(name_or_path, cache_dir, reason, missing))
-    return folder
+        return fetch_snapshot(
+            name_or_path, _REQUIRED, patterns=_DOWNLOAD_PATTERNS, what="detector",
+            local_hint=f"a local folder holding {', '.join(REQUIRED_FILES)}",
+        )
+    except HubFilesUnavailable as error:
+        raise ModelUnavailableError(str(error)) from error
 
 
 def load_grounding_dino(folder: Path, *, dtype: Any = None) -> Any:
@@ -120,17 +114,3 @@ def load_grounding_dino(folder: Path, *, dtype: Any = None) -> Any:
 
 def _missing_files(folder: Path) -> list[str]:
     return [" or ".join(names) for names in _REQUIRED if not any((folder / name).is_file() for name in names)]
-
-
-def _unavailable_message(repo_id: str, cache_dir: str, reason: str, missing: list[str] | None = None) -> str:
-    if missing is None:
-        cached = lambda name: isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir), str)
-        missing = [" or ".join(names) for names in _REQUIRED if not any(cached(n) for n in names)]
-    offline = "HF_HUB_OFFLINE=1 is set" if constants.is_offline_mode() else "HF_HUB_OFFLINE is not set"
-    return (
-        f"cannot load detector {repo_id!r}: files {', '.join(missing) or '(none listed)'} are not in the "
-        f"Hugging Face cache {cache_dir} and could not be downloaded ({offline}; {reason}). Either "
-        f"pre-download them with `hf download {repo_id}` (same HF_HOME/HF_HUB_CACHE) and then set "
-        "HF_HUB_OFFLINE=1 to run without network, or pass a local folder path holding "
-        f"{', '.join(REQUIRED_FILES)}."
-    )
