@@ -158,6 +158,8 @@ def build_demo(
         status = f"**{count}** instance{'s' * (count != 1)} · {1000 * (time.perf_counter() - started):.0f} ms"
         if note:
             status += f" · {note}"
+        if session.models:
+            status += f" · {service.precision_note(session.models)}"
         if session.untrained:
             status = f"⚠️ untrained model, meaningless output · {status}"
         choices = service.instance_choices(session.detections)

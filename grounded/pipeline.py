@@ -32,8 +32,6 @@ from sam_core.allocator import tune_cpu_allocator
 
 __all__ = ["GroundedSAM", "PipelineStats"]
 
-# Masks are upsampled to the original size in chunks so N x H x W float32 never exists at once.
-_UPSAMPLE_CHUNK = 16
 
 
 @dataclass
@@ -143,6 +141,18 @@ class GroundedSAM:
         """True for the tiny random preset: outputs are meaningless and must be labelled as such."""
         return self.config.untrained
 
+    def describe(self) -> dict[str, Any]:
+        """The models this pipeline runs, resolved: ``{"preset", "untrained", "detector": {"model",
+        "device", "dtype"}, "sam": {"model_type", "checkpoint", "device", "dtype"}}`` (plain JSON).
+        ``dtype`` is what ``dtype: auto`` became on this machine (see ``grounded.models``)."""
+        return {
+            "preset": self.config.name,
+            "untrained": self.is_untrained,
+            "detector": self.detector.describe(),
+            "sam": {"model_type": self.config.sam.model_type, "checkpoint": self.config.sam.checkpoint,
+                    "device": str(self.sam.device), "dtype": str(self.sam.dtype).removeprefix("torch.")},
+        }
+
     @staticmethod
     def classes_of(prompt: str | Sequence[str]) -> list[str]:
         """The class list a prompt stands for; ``class_id`` indexes into it."""
@@ -251,7 +261,7 @@ class GroundedSAM:
                 multimask_output=False,
             )
             self.stats.sam_decoder_calls += 1
-        refined = _copy_detections(detections)
+        refined = detections[np.arange(len(detections))]  # supervision's indexing copies every field
         if refined.mask is None:
             refined.mask = np.zeros((len(refined), height, width), dtype=bool)
         refined.mask[index] = masks[0, 0].cpu().numpy()
@@ -337,15 +347,15 @@ class GroundedSAM:
         if missing:
             decoded = self._decode(rgb, image_key, xyxy[missing], multimask)
             embedding = self._embedding(rgb, image_key)
-            for start in range(0, len(missing), _UPSAMPLE_CHUNK):
-                part = decoded[start : start + _UPSAMPLE_CHUNK]
-                chunk = torch.stack([d.low_res for d in part]).to(embedding.features.device)  # n x 1 x h x w
-                up = self.sam.postprocess_masks(chunk, embedding.input_size, embedding.original_size)
-                binary = (up[:, 0] > self.sam.mask_threshold).cpu().numpy()  # n x H x W
-                for j, d in enumerate(part):
-                    i = missing[start + j]
-                    masks[i] = binary[j]
-                    item = _FullMask.from_mask(binary[j], d.score)
+            low_res = torch.stack([d.low_res for d in decoded]).to(embedding.features.device)  # M x 1 x h x w
+            chunks = self._predictor.iter_upsampled(
+                low_res, input_size=embedding.input_size, original_size=embedding.original_size
+            )
+            for start, binary in chunks:  # n x 1 x H x W bool, a few boxes at a time
+                for j, mask in enumerate(binary[:, 0].cpu().numpy()):
+                    i, score = missing[start + j], decoded[start + j].score
+                    masks[i] = mask
+                    item = _FullMask.from_mask(mask, score)
                     self._cache.put(keys[i], item, item.nbytes())
                     full[i] = item
         missing_set = set(missing)
@@ -359,13 +369,3 @@ def _resolve_device(name: str) -> torch.device:
     from sam_core.device import resolve_device
 
     return resolve_device(None if name == "auto" else name)
-
-
-def _copy_detections(detections: sv.Detections) -> sv.Detections:
-    return sv.Detections(
-        xyxy=detections.xyxy.copy(),
-        mask=None if detections.mask is None else detections.mask.copy(),
-        confidence=None if detections.confidence is None else detections.confidence.copy(),
-        class_id=None if detections.class_id is None else detections.class_id.copy(),
-        data={k: np.array(v, copy=True) for k, v in detections.data.items()},
-    )

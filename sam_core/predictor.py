@@ -7,6 +7,7 @@ Adapted from Meta's segment_anything/predictor.py (Apache-2.0) with the same API
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,17 +206,53 @@ class SamPredictor:
         iou_predictions, low_res_masks = self.predict_low_res_torch(
             point_coords, point_labels, boxes, mask_input, multimask_output
         )
+        masks = self.upsample_masks(low_res_masks, return_logits=return_logits)
+        return masks, iou_predictions, low_res_masks
+
+    @torch.no_grad()
+    def upsample_masks(
+        self,
+        low_res_masks: torch.Tensor,
+        *,
+        input_size: tuple[int, int] | None = None,
+        original_size: tuple[int, int] | None = None,
+        return_logits: bool = False,
+    ) -> torch.Tensor:
+        """Low-res logits B x C x m x m -> B x C x H x W masks of the original image (bool, or float32
+        logits with ``return_logits``), a few prompts at a time so the float32 intermediate stays small.
+
+        ``input_size``/``original_size`` default to the current image's (from ``set_image`` or a cached
+        ``ImageEmbedding``); pass an embedding's to upsample without touching the predictor's state.
+        """
+        if input_size is None or original_size is None:
+            self._require_image("before upsampling masks")
+            input_size, original_size = self.input_size, self.original_size
         masks = torch.empty(
-            (*low_res_masks.shape[:2], *self.original_size),
+            (*low_res_masks.shape[:2], *original_size),
             dtype=torch.float32 if return_logits else torch.bool,
             device=low_res_masks.device,
         )  # B x C x H x W
+        for start, chunk in self.iter_upsampled(low_res_masks, input_size=input_size,
+                                                original_size=original_size, return_logits=return_logits):
+            masks[start : start + len(chunk)] = chunk
+        return masks
+
+    @torch.no_grad()
+    def iter_upsampled(
+        self,
+        low_res_masks: torch.Tensor,
+        *,
+        input_size: tuple[int, int],
+        original_size: tuple[int, int],
+        return_logits: bool = False,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, masks[start : start + n])`` chunks of :meth:`upsample_masks`' result, so a caller
+        can store each chunk compactly without ever holding all B x C x H x W masks."""
         for start in range(0, len(low_res_masks), _POSTPROCESS_CHUNK):
             chunk = self.model.postprocess_masks(
-                low_res_masks[start : start + _POSTPROCESS_CHUNK], self.input_size, self.original_size
-            )
-            masks[start : start + len(chunk)] = chunk if return_logits else chunk > self.model.mask_threshold
-        return masks, iou_predictions, low_res_masks
+                low_res_masks[start : start + _POSTPROCESS_CHUNK], input_size, original_size
+            )  # n x C x H x W float32 logits
+            yield start, (chunk if return_logits else chunk > self.model.mask_threshold)
 
     @torch.no_grad()
     def predict_low_res_torch(

@@ -133,7 +133,9 @@ def run_batch(pipe: Any, images: Sequence[ImageSource], out_dir: str | os.PathLi
         claimed = {record["outputs"]["stem"] for record in records}
         todo = [image for image in images if str(image.path) not in done]
         result.already_done = len(images) - len(todo)
-        coco = _CocoFile(out / COCO_FILE, options.classes, records) if "coco" in options.formats else None
+        models = pipe.describe()
+        coco = (_CocoFile(out / COCO_FILE, options.classes, records, models=models)
+                if "coco" in options.formats else None)
         if result.already_done:
             logger.info("%d of %d images already done in %s; %d to do",
                         result.already_done, len(images), out, len(todo))
@@ -143,7 +145,7 @@ def run_batch(pipe: Any, images: Sequence[ImageSource], out_dir: str | os.PathLi
                 dynamic_ncols=True,
             ) as bar:
                 for image in todo:
-                    _process_one(pipe, image, out, options, claimed, records_file, coco, result)
+                    _process_one(pipe, image, out, options, claimed, records_file, coco, result, models)
                     bar.update(1)
         finally:
             if coco is not None:
@@ -152,7 +154,8 @@ def run_batch(pipe: Any, images: Sequence[ImageSource], out_dir: str | os.PathLi
 
 
 def _process_one(pipe: Any, image: ImageSource, out: Path, options: BatchOptions, claimed: set[str],
-                 records_file: BinaryIO, coco: _CocoFile | None, result: BatchResult) -> None:
+                 records_file: BinaryIO, coco: _CocoFile | None, result: BatchResult,
+                 models: dict[str, Any]) -> None:
     # Reading and predicting may fail for one bad image: report it, go on. Writing may not (disk full).
     try:
         rgb = load_image(image.path, max_pixels=pipe.config.max_pixels)
@@ -168,6 +171,7 @@ def _process_one(pipe: Any, image: ImageSource, out: Path, options: BatchOptions
         return
     stem = _claim_stem(image, claimed)
     record = _write_outputs(out, image, stem, rgb.shape[:2], detections, overlay, options)
+    record["model"] = models  # which models ran, on which device, in which dtype
     _append_record(records_file, record)
     result.succeeded += 1
     result.instances += len(detections)
@@ -235,9 +239,10 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
 class _CocoFile:
     """``annotations.json``, kept in memory and written atomically when due and changed."""
 
-    def __init__(self, path: Path, classes: Sequence[str], records: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, path: Path, classes: Sequence[str], records: Sequence[dict[str, Any]], *,
+                 models: dict[str, Any]) -> None:
         self.path = path
-        self.builder = CocoBuilder(description="grounded-sam predict")
+        self.builder = CocoBuilder(description="grounded-sam predict", models=models)
         self.builder.add_categories(classes)  # category ids 1..K in prompt order
         for record in records:
             size = (record["image"]["height"], record["image"]["width"])

@@ -1,6 +1,6 @@
 """Grounding DINO fast path: exact re-formulations of transformers' slow parts, swapped into a model.
 
-``enable_fast_path(model)`` changes how a loaded ``GroundingDinoForObjectDetection`` computes, never
+``enable_dino_fast_path(model)`` changes how a loaded ``GroundingDinoForObjectDetection`` computes, never
 what: parameters and ``state_dict`` keys are untouched, and in float32 outputs match the original to
 float32 rounding (see tests/grounded/test_fast_dino.py and the benchmark).
 
@@ -39,7 +39,7 @@ __all__ = [
     "chunked_deformable_layer_forward",
     "clear_fast_path_caches",
     "feed_forward_in_chunks",
-    "enable_fast_path",
+    "enable_dino_fast_path",
     "fused_bi_attention_forward",
     "is_fast_path_enabled",
     "multi_scale_deformable_attention",
@@ -236,7 +236,7 @@ def fused_bi_attention_forward(
     return (vision_out, vision_attn), (text_out, text_attn)
 
 
-def enable_fast_path(
+def enable_dino_fast_path(
     model: nn.Module,
     *,
     dtype: torch.dtype | None = None,
@@ -251,7 +251,7 @@ def enable_fast_path(
         dtype: ``None``/``torch.float32`` keeps float32 (bit-for-bit the same parameters);
             ``torch.bfloat16``/``torch.float16`` stores linear and conv weights in that dtype and runs
             the forward under ``torch.autocast`` -- use only where the device computes it natively
-            (``grounded.models.resolve_dtype("auto", device)`` decides).
+            (``sam_core.device.resolve_dtype("auto", device)`` decides).
         quantize_int8: replace the backbone/encoder/decoder ``nn.Linear`` layers by dynamically
             quantised int8 ones (CPU, float32 only). Changes results slightly; opt-in.
         text_cache_size: text-encoder outputs kept (per distinct caption); 0 disables.
@@ -262,7 +262,8 @@ def enable_fast_path(
     """
     core = getattr(model, "model", model)
     if not hasattr(core, "encoder") or not hasattr(core, "text_backbone"):
-        raise ValueError(f"enable_fast_path needs a transformers Grounding DINO, got {type(model).__name__}")
+        kind = type(model).__name__
+        raise ValueError(f"enable_dino_fast_path needs a transformers Grounding DINO, got {kind}")
     if getattr(model, _FAST_FLAG, False):
         return model
     if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
@@ -273,13 +274,7 @@ def enable_fast_path(
         raise ValueError("quantize_int8 runs on CPU in float32 only; pass dtype=None and a CPU model")
 
     model.eval()
-    for module in model.modules():
-        if type(module).__name__ == "GroundingDinoMultiscaleDeformableAttention":
-            module.attn = FastMultiScaleDeformableAttention(module.attn)
-        elif type(module).__name__ == "GroundingDinoBiMultiHeadAttention":
-            module.forward = types.MethodType(fused_bi_attention_forward, module)
-        elif type(module).__name__ == "GroundingDinoDeformableLayer":
-            module.forward = types.MethodType(chunked_deformable_layer_forward, module)
+    _patch_layers(model, core.config)
     caches: dict[str, OrderedDict] = {}
     if text_cache_size > 0:
         text = core.text_backbone
@@ -303,6 +298,43 @@ def enable_fast_path(
     return model
 
 
+# transformers class-name suffix -> (what replaces its computation, layers expected from the config)
+_PATCHED: dict[str, tuple[str, Any]] = {
+    "MultiscaleDeformableAttention": ("attn", lambda c: c.encoder_layers + c.decoder_layers),
+    "BiMultiHeadAttention": ("forward", lambda c: c.encoder_layers),
+    "DeformableLayer": ("forward", lambda c: c.encoder_layers),
+}
+
+
+def _patch_layers(model: nn.Module, config: Any) -> dict[str, int]:
+    """Swap the fast computations in and count them; a count that differs from the architecture's
+    layer count means transformers renamed or restructured a class: refuse, never half-patch."""
+    found: dict[str, list[nn.Module]] = {suffix: [] for suffix in _PATCHED}
+    for module in model.modules():
+        name = type(module).__name__
+        suffix = next((s for s in _PATCHED if name.endswith(s) and "GroundingDino" in name), None)
+        if suffix is not None:
+            found[suffix].append(module)
+    counts = {suffix: len(modules) for suffix, modules in found.items()}
+    expected = {suffix: rule(config) for suffix, (_, rule) in _PATCHED.items()}
+    if counts != expected:
+        import transformers
+
+        raise RuntimeError(
+            f"the Grounding DINO fast path expected {expected} layers of these classes in "
+            f"{type(model).__name__} but found {counts} (transformers {transformers.__version__}); this "
+            "transformers release renamed or restructured them. Pin transformers to the tested range in "
+            "pyproject.toml, or load the detector with fast_path=False"
+        )
+    for module in found["MultiscaleDeformableAttention"]:
+        module.attn = FastMultiScaleDeformableAttention(module.attn)
+    for module in found["BiMultiHeadAttention"]:
+        module.forward = types.MethodType(fused_bi_attention_forward, module)
+    for module in found["DeformableLayer"]:
+        module.forward = types.MethodType(chunked_deformable_layer_forward, module)
+    return counts
+
+
 def clear_fast_path_caches(model: nn.Module) -> None:
     """Empty the text-encoder and image-backbone caches (a no-op without the fast path)."""
     for cache in getattr(model, "_grounded_fast_caches", {}).values():
@@ -310,7 +342,7 @@ def clear_fast_path_caches(model: nn.Module) -> None:
 
 
 def is_fast_path_enabled(model: nn.Module) -> bool:
-    """True once :func:`enable_fast_path` has run on ``model``."""
+    """True once :func:`enable_dino_fast_path` has run on ``model``."""
     return bool(getattr(model, _FAST_FLAG, False))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from grounded.detectors.fast_path import enable_fast_path
+from grounded.detectors.fast_path import enable_dino_fast_path
 from grounded.detectors.loading import ModelUnavailableError, load_grounding_dino, resolve_model_folder
 from grounded.detectors.preprocess import DetectorPreprocessor
 from grounded.detectors.prompt import TokenizedCaption, tokenize_classes
@@ -120,14 +120,16 @@ class GroundingDinoDetector:
             # with float32 norms and sampling locations, so inputs stay float32.
             if device is not None:
                 model = model.to(device=device)
-            enable_fast_path(model, dtype=dtype, quantize_int8=quantize_int8)
+            enable_dino_fast_path(model, dtype=dtype, quantize_int8=quantize_int8)
             self._input_dtype = torch.float32
+            self.precision = "int8" if quantize_int8 else _dtype_name(dtype or torch.float32)
         else:
             if quantize_int8:
                 raise ValueError("quantize_int8 needs fast_path=True")
             if device is not None or dtype is not None:
                 model = model.to(device=device, dtype=dtype)
             self._input_dtype = dtype or next(model.parameters()).dtype
+            self.precision = _dtype_name(self._input_dtype)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -137,6 +139,11 @@ class GroundingDinoDetector:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def describe(self) -> dict[str, str]:
+        """Which weights, where, in which precision (``precision``: the dtype matrix products run in:
+        ``float32``, ``bfloat16``, ``float16``, or ``int8`` for dynamically quantised linears)."""
+        return {"model": self.model_id, "device": str(self.device), "dtype": self.precision}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -231,3 +238,7 @@ class GroundingDinoDetector:
             box_scores=torch.cat(box_scores).cpu().numpy().astype(np.float32),
             image_size=(int(height), int(width)),
         )
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

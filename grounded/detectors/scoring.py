@@ -77,19 +77,14 @@ def select_detections(
     confidence = raw.box_scores[index].astype(np.float32)
     class_id = class_id[index].astype(np.int64)
 
-    if nms_iou is not None and len(index) > 1:
-        columns = [xyxy, confidence[:, None]]  # N x 5, or N x 6 with the class for per-class NMS
-        if not class_agnostic_nms:
-            columns.append(class_id[:, None].astype(np.float32))
-        survivors = sv.box_non_max_suppression(np.concatenate(columns, axis=1), iou_threshold=float(nms_iou))
-        xyxy, confidence, class_id = xyxy[survivors], confidence[survivors], class_id[survivors]
-
-    xyxy, confidence, class_id = xyxy[:max_detections], confidence[:max_detections], class_id[:max_detections]
     names = np.asarray(list(classes), dtype=str)
-    if len(class_id) == 0:
+    if len(index) == 0:
         empty = sv.Detections.empty()
         empty.data["class_name"] = np.empty(0, dtype=names.dtype)
         return empty
-    return sv.Detections(
+    detections = sv.Detections(
         xyxy=xyxy, confidence=confidence, class_id=class_id, data={"class_name": names[class_id]}
     )
+    if nms_iou is not None:  # supervision keeps the survivors in order (best first)
+        detections = detections.with_nms(threshold=float(nms_iou), class_agnostic=class_agnostic_nms)
+    return detections[: int(max_detections)]

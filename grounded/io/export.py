@@ -191,8 +191,12 @@ class CocoBuilder:
     ``mask_score`` fields, so the file doubles as a COCO results list (``COCO.loadRes``).
     """
 
-    def __init__(self, *, description: str = "grounded-sam predictions") -> None:
-        self._info = {"description": description}
+    def __init__(self, *, description: str = "grounded-sam predictions",
+                 models: dict[str, Any] | None = None) -> None:
+        """``models``: ``GroundedSAM.describe()``, kept in ``info["models"]`` (device, dtype per model)."""
+        self._info: dict[str, Any] = {"description": description}
+        if models is not None:
+            self._info["models"] = models
         self._categories: dict[str, int] = {}
         self._images: list[dict[str, Any]] = []
         self._annotations: list[dict[str, Any]] = []

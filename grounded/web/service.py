@@ -246,6 +246,7 @@ class Session:
     predicted: sv.Detections
     detections: sv.Detections
     clicks: Mapping[int, tuple[Click, ...]] = field(default_factory=dict)
+    models: Mapping[str, Any] = field(default_factory=dict)  # GroundedSAM.describe(): device, dtypes
 
     @property
     def untrained(self) -> bool:
@@ -268,7 +269,7 @@ def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str 
     rgb = load_image(image, max_pixels=pipeline.config.max_pixels)
     detections = pipeline.predict(rgb, classes, **options.predict_kwargs())
     return Session(rgb, image_name, tuple(classes), preset or provider.default, pipeline.config, options,
-                   detections, detections)
+                   detections, detections, models=pipeline.describe())
 
 
 def refilter(provider: PipelineProvider, session: Session, options: SegmentOptions) -> Session:
@@ -317,8 +318,24 @@ def result_json(session: Session) -> dict[str, Any]:
     config = session.config
     result["untrained"] = config.untrained
     result["model"] = {"preset": session.preset, "config": config.name, "detector": config.detector.model,
-                       "sam": config.sam.model_type, "sam_checkpoint": config.sam.checkpoint}
+                       "sam": config.sam.model_type, "sam_checkpoint": config.sam.checkpoint,
+                       **precision_fields(session.models)}
     return result
+
+
+def precision_fields(models: Mapping[str, Any]) -> dict[str, str | None]:
+    """``device``, ``detector_dtype`` and ``sam_dtype`` from ``GroundedSAM.describe()``."""
+    detector, sam = models.get("detector", {}), models.get("sam", {})
+    return {"device": sam.get("device") or detector.get("device"), "detector_dtype": detector.get("dtype"),
+            "sam_dtype": sam.get("dtype")}
+
+
+def precision_note(models: Mapping[str, Any]) -> str:
+    """``"cpu · detector float32 · SAM bfloat16"``, for the page's status line."""
+    fields = precision_fields(models)
+    if not fields["device"]:
+        return ""
+    return f"{fields['device']} · detector {fields['detector_dtype']} · SAM {fields['sam_dtype']}"
 
 
 def table_rows(detections: sv.Detections) -> list[list[Any]]:

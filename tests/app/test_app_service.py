@@ -49,6 +49,10 @@ def test_result_json_is_the_shared_schema_plus_model_fields(session, tiny_app_pi
     assert result["image"] == {"width": 451, "height": 300}
     assert result["classes"] == ["cat", "dog"]
     assert result["untrained"] is True and result["model"]["preset"] == "tiny-random"
+    # the resolved device and dtype of each model (tiny-random pins float32 on every machine)
+    assert {k: result["model"][k] for k in ("device", "detector_dtype", "sam_dtype")} == {
+        "device": "cpu", "detector_dtype": "float32", "sam_dtype": "float32"}
+    assert service.precision_note(session.models) == "cpu · detector float32 · SAM float32"
     direct = tiny_app_pipe.predict(cat, "cat. dog", **OPTIONS.predict_kwargs())
     expected = detections_to_dict(direct, image_size=(300, 451), classes=["cat", "dog"])
     assert {k: result[k] for k in expected} == expected  # the Python API's JSON, field for field

@@ -106,8 +106,13 @@ def test_jsonl_record_is_the_python_api_schema(photos: Path, tmp_path: Path, sha
     detections = shared_pipeline.predict(photos / "a.png", "cat. dog", box_threshold=0.0, text_threshold=0.0,
                                          max_detections=3)
     api = detections_to_dict(detections, image_size=(40, 56), classes=["cat", "dog"])
-    assert {k: v for k, v in record.items() if k not in ("path", "source", "outputs")} == api
+    assert {k: v for k, v in record.items() if k not in ("path", "source", "outputs", "model")} == api
     assert record["source"] == str((photos / "a.png").resolve())
+    # every record names the models that ran, with their resolved device and dtype
+    assert record["model"] == shared_pipeline.describe()
+    assert record["model"]["sam"]["dtype"] == "float32" and record["model"]["detector"]["device"] == "cpu"
+    coco = json.loads((out / "annotations.json").read_text())
+    assert coco["info"]["models"] == shared_pipeline.describe()
 
 
 def test_format_subset_and_txt_list(photos: Path, tmp_path: Path, shared_pipeline: Any,

@@ -17,8 +17,9 @@ from transformers.models.grounding_dino.modeling_grounding_dino import (
 import grounded.detectors.fast_feed_forward as dino_feed_forward
 import grounded.detectors.fast_path as fast_dino
 from grounded.detectors.fast_path import (
+    FastMultiScaleDeformableAttention,
     clear_fast_path_caches,
-    enable_fast_path,
+    enable_dino_fast_path,
     fused_bi_attention_forward,
     is_fast_path_enabled,
     multi_scale_deformable_attention,
@@ -88,7 +89,7 @@ def pair():
         for module in reference.modules():
             if hasattr(module, "sampling_offsets"):
                 module.sampling_offsets.weight.normal_(std=0.05)
-    return reference, enable_fast_path(copy.deepcopy(reference)), detector.tokenizer
+    return reference, enable_dino_fast_path(copy.deepcopy(reference)), detector.tokenizer
 
 
 def _inputs(tokenizer, seed=1, classes=CLASSES):
@@ -140,9 +141,25 @@ def test_fast_path_keeps_parameters_and_is_idempotent(pair):
     reference, fast, _ = pair
     assert is_fast_path_enabled(fast) and not is_fast_path_enabled(reference)
     assert fast.state_dict().keys() == reference.state_dict().keys()
-    assert enable_fast_path(fast) is fast
+    assert enable_dino_fast_path(fast) is fast
     with pytest.raises(ValueError, match="Grounding DINO"):
-        enable_fast_path(torch.nn.Linear(2, 2))
+        enable_dino_fast_path(torch.nn.Linear(2, 2))
+
+
+def test_fast_path_counts_what_it_patches_and_refuses_a_renamed_class(pair):
+    reference, fast, _ = pair
+    config = reference.config
+    patched = [m for m in fast.modules() if isinstance(m, FastMultiScaleDeformableAttention)]
+    assert len(patched) == config.encoder_layers + config.decoder_layers
+    # a transformers release that renames a layer class: refused by name, nothing half-patched
+    renamed = copy.deepcopy(reference)
+    layer = renamed.model.encoder.layers[0].fusion_layer.attn
+    layer.__class__ = type("GroundingDinoBiAttentionRenamed", (type(layer),), {})
+    with pytest.raises(RuntimeError, match="renamed or restructured") as info:
+        enable_dino_fast_path(renamed)
+    assert "'BiMultiHeadAttention': " + str(config.encoder_layers - 1) in str(info.value)
+    assert not is_fast_path_enabled(renamed)
+    assert not any(isinstance(m, FastMultiScaleDeformableAttention) for m in renamed.modules())
 
 
 def _count_calls(module: torch.nn.Module) -> list[int]:
@@ -153,7 +170,7 @@ def _count_calls(module: torch.nn.Module) -> list[int]:
 
 def test_text_and_backbone_caches_skip_repeated_work(pair):
     reference, _, tokenizer = pair
-    fast = enable_fast_path(copy.deepcopy(reference))
+    fast = enable_dino_fast_path(copy.deepcopy(reference))
     bert = _count_calls(fast.model.text_backbone.encoder)
     swin = _count_calls(fast.model.backbone.conv_encoder)
     inputs = _inputs(tokenizer)
@@ -189,8 +206,8 @@ def test_detector_fast_path_matches_the_plain_detector():
 def test_int8_and_bf16_options_run_and_stay_close(pair):
     reference, _, tokenizer = pair
     inputs = _inputs(tokenizer)
-    int8_model = enable_fast_path(copy.deepcopy(reference), quantize_int8=True)
-    bf16_model = enable_fast_path(copy.deepcopy(reference), dtype=torch.bfloat16)
+    int8_model = enable_dino_fast_path(copy.deepcopy(reference), quantize_int8=True)
+    bf16_model = enable_dino_fast_path(copy.deepcopy(reference), dtype=torch.bfloat16)
     with torch.inference_mode():
         ref, int8, bf16 = reference(**inputs), int8_model(**inputs), bf16_model(**inputs)
     assert bf16_model.model.encoder.layers[0].deformable_layer.fc1.weight.dtype == torch.bfloat16
@@ -202,7 +219,7 @@ def test_int8_and_bf16_options_run_and_stay_close(pair):
         cosine = torch.nn.functional.cosine_similarity(vision, ref_vision, dim=0)
         assert cosine > 0.99
     with pytest.raises(ValueError, match="quantize_int8"):
-        enable_fast_path(copy.deepcopy(reference), dtype=torch.bfloat16, quantize_int8=True)
+        enable_dino_fast_path(copy.deepcopy(reference), dtype=torch.bfloat16, quantize_int8=True)
 
 
 def test_detector_rejects_int8_without_fast_path():

@@ -267,11 +267,23 @@ def test_presets_pick_the_fast_dtype_and_tiny_random_stays_float32():
     assert PIPELINE_PRESETS["tiny-random"].dtype == "float32"
 
 
+def test_describe_names_each_model_with_its_resolved_device_and_dtype(pipe):
+    described = pipe.describe()
+    assert described == {
+        "preset": "tiny-random",
+        "untrained": True,
+        "detector": {"model": pipe.detector.model_id, "device": "cpu", "dtype": "float32"},
+        "sam": {"model_type": "tiny", "checkpoint": None, "device": "cpu", "dtype": "float32"},
+    }
+
+
 def test_bfloat16_pipeline_gives_typed_results_close_to_float32(pipe, image):
     import torch
 
     bf16 = GroundedSAM.from_config("tiny-random", dtype="bfloat16")
     assert next(bf16.sam.image_encoder.parameters()).dtype == torch.bfloat16
+    described = bf16.describe()
+    assert described["sam"]["dtype"] == "bfloat16" and described["detector"]["dtype"] == "bfloat16"
     det = bf16.predict(image, PROMPT, **LOW, max_detections=5)
     assert len(det) >= 1
     assert det.mask.dtype == bool and det.xyxy.dtype == np.float32 and det.confidence.dtype == np.float32
