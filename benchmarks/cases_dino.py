@@ -135,7 +135,7 @@ def _ours(**options: Any) -> Callable[[Context, str], dict]:
         if dtype in (torch.bfloat16, torch.float16) and not (
             machine_info()["native_bf16"] or torch.cuda.is_available()
         ):
-            raise Skipped("CPU has no native bf16 (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False)")
+            raise Skipped("CPU has no native bf16 (no AVX512_BF16 or AMX)")
         detector = GroundingDinoDetector.from_pretrained(str(ctx.workdir / DINO_DIR), device="cpu", **options)
         model = detector.model
         image = dino_image(ctx.size)

@@ -44,7 +44,7 @@ def _native_low_precision() -> None:
     from benchmarks.measure import machine_info
 
     if not machine_info()["native_bf16"] and not torch.cuda.is_available():
-        raise Skipped("CPU has no native bf16 (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False)")
+        raise Skipped("CPU has no native bf16 (no AVX512_BF16 or AMX)")
 
 
 # ---------------------------------------------------------------------------------------- encoder

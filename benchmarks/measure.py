@@ -78,10 +78,9 @@ def machine_info() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    try:
-        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native_bf16 = False
+    from sam_core.device import cpu_has_native_bf16
+
+    native_bf16 = cpu_has_native_bf16()  # AVX512_BF16 or AMX, not oneDNN's emulated AVX-512 path
     import transformers
 
     return {

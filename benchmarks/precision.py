@@ -28,7 +28,14 @@ from benchmarks.cases_dino import CLASSES, _topk_hook, dino_image
 from benchmarks.measure import machine_info
 from benchmarks.weights import DINO_DIR, SAM_DIR, prepare_weights
 
-__all__ = ["main", "measure_precision"]
+__all__ = ["RULE", "main", "measure_precision", "verdict"]
+
+# A model keeps bf16 under dtype "auto" when its bf16 outputs stay this close to float32's
+# (grounded.models.AUTO_BF16 records the verdict of the last run on a bf16-native CPU).
+RULE = {
+    "detector": {"box_px_p95_max": 2.0, "logit_mean_abs_max": 0.05},  # at 800 x 1333
+    "sam": {"mask_iou_mean_min": 0.98},  # same boxes, full-size masks
+}
 
 
 def _detector_deviation(root: Path, image: np.ndarray) -> dict[str, float]:
@@ -115,13 +122,24 @@ def _sam_and_pipeline_deviation(root: Path, image: np.ndarray) -> dict[str, dict
     return {"sam": sam, "pipeline": pipeline}
 
 
+def verdict(result: dict[str, Any]) -> dict[str, bool]:
+    """Which models keep bf16 under ``auto``, by :data:`RULE`."""
+    detector, sam = result["detector"], result["sam"]
+    return {
+        "detector": detector["box_px_p95"] <= RULE["detector"]["box_px_p95_max"]
+        and detector["logit_mean_abs"] <= RULE["detector"]["logit_mean_abs_max"],
+        "sam": sam["mask_iou_mean"] >= RULE["sam"]["mask_iou_mean_min"],
+    }
+
+
 def measure_precision(workdir: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="grounded-precision-") as tmp:
         root = Path(workdir or tmp)
         prepare_weights(root, size="full")
         image = dino_image("full")
-        return {"machine": machine_info(), "detector": _detector_deviation(root, image),
-                **_sam_and_pipeline_deviation(root, image)}
+        result = {"machine": machine_info(), "detector": _detector_deviation(root, image),
+                  **_sam_and_pipeline_deviation(root, image)}
+    return {**result, "rule": RULE, "keeps_bf16_under_auto": verdict(result)}
 
 
 def main(argv: list[str] | None = None) -> None:

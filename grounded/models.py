@@ -1,4 +1,12 @@
-"""Build the detector and SAM that a ``PipelineConfig`` names, on one device and dtype."""
+"""Build the detector and SAM that a ``PipelineConfig`` names, on one device, each in its dtype.
+
+Precision rule for ``dtype: auto`` (figures: ``python -m benchmarks.precision``, README "Precision"):
+``sam_core.device.resolve_dtype("auto", device)`` gives bf16 only where the hardware computes it
+natively (CUDA with bf16; CPUs with AVX512_BF16 or AMX), float32 elsewhere. Each model then keeps that
+bf16 only if ``AUTO_BF16`` says its accuracy in bf16 is good enough; otherwise it runs float32. An
+explicit ``dtype: bfloat16``/``float16`` applies to both models. ``int8: true`` on a model's spec runs
+it in float32 with dynamically quantised int8 linears (CPU only; opt-in, see the README for accuracy).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +17,42 @@ from grounded.detectors.grounding_dino import GroundingDinoDetector
 from grounded.detectors.tiny import build_tiny_detector
 from sam_core import Sam, build_sam
 from sam_core.device import resolve_dtype
+from sam_core.fast import quantize_encoder_int8
 
-__all__ = ["build_detector", "build_sam_model", "resolve_dtype"]  # resolve_dtype: sam_core's policy
+__all__ = ["AUTO_BF16", "build_detector", "build_sam_model", "model_dtypes"]
+
+# Which models keep bf16 under dtype "auto" on bf16-native hardware (measured, see the module docstring).
+AUTO_BF16: dict[str, bool] = {"detector": True, "sam": True}
+
+
+def model_dtypes(config: PipelineConfig, device: torch.device) -> dict[str, torch.dtype]:
+    """``{"detector": dtype, "sam": dtype}`` for ``config`` on ``device`` (the rule above)."""
+    resolved = resolve_dtype(config.dtype, device)
+    dtypes = {}
+    for role, spec in (("detector", config.detector), ("sam", config.sam)):
+        dtype = resolved
+        if config.dtype == "auto" and not AUTO_BF16[role]:
+            dtype = torch.float32
+        if spec.int8:
+            if config.dtype != "auto" and resolved != torch.float32:
+                raise ValueError(
+                    f"{role} int8 runs its linears in int8 with float32 activations; it cannot be combined "
+                    f"with dtype {config.dtype!r}: set dtype to auto or float32, or int8 to false"
+                )
+            dtype = torch.float32
+        dtypes[role] = dtype
+    return dtypes
+
 
 def build_detector(
     config: PipelineConfig, *, device: torch.device, dtype: torch.dtype
 ) -> GroundingDinoDetector:
-    if config.detector.untrained:
-        return build_tiny_detector(config.seed, device=device, dtype=dtype)
-    return GroundingDinoDetector.from_pretrained(config.detector.model, device=device, dtype=dtype)
+    spec = config.detector
+    if spec.untrained:
+        return build_tiny_detector(config.seed, device=device, dtype=dtype, quantize_int8=spec.int8)
+    return GroundingDinoDetector.from_pretrained(
+        spec.model, device=device, dtype=dtype, quantize_int8=spec.int8
+    )
 
 
 def build_sam_model(config: PipelineConfig, *, device: torch.device, dtype: torch.dtype) -> Sam:
@@ -28,5 +63,7 @@ def build_sam_model(config: PipelineConfig, *, device: torch.device, dtype: torc
             "only the untrained 'tiny' architecture may be randomly initialised"
         )
     if spec.checkpoint is None:
-        return build_sam("tiny", device=device, dtype=dtype, seed=config.seed)
-    return build_sam(spec.model_type, spec.checkpoint, device=device, dtype=dtype)
+        sam = build_sam("tiny", device=device, dtype=dtype, seed=config.seed)
+    else:
+        sam = build_sam(spec.model_type, spec.checkpoint, device=device, dtype=dtype)
+    return quantize_encoder_int8(sam) if spec.int8 else sam

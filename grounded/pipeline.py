@@ -26,7 +26,7 @@ from grounded.detectors.grounding_dino import GroundingDinoDetector, RawDetectio
 from grounded.detectors.prompt import parse_prompt
 from grounded.detectors.scoring import select_detections
 from grounded.io.images import image_content_hash, load_image
-from grounded.models import build_detector, build_sam_model, resolve_dtype
+from grounded.models import build_detector, build_sam_model, model_dtypes
 from sam_core import ImageEmbedding, Sam, SamPredictor
 from sam_core.allocator import tune_cpu_allocator
 
@@ -130,9 +130,9 @@ class GroundedSAM:
         torch_device = _resolve_device(config.device)
         if config.tune_allocator and torch_device.type == "cpu":
             tune_cpu_allocator()
-        torch_dtype = resolve_dtype(config.dtype, torch_device)
-        detector = build_detector(config, device=torch_device, dtype=torch_dtype)
-        sam = build_sam_model(config, device=torch_device, dtype=torch_dtype)
+        dtypes = model_dtypes(config, torch_device)
+        detector = build_detector(config, device=torch_device, dtype=dtypes["detector"])
+        sam = build_sam_model(config, device=torch_device, dtype=dtypes["sam"])
         return cls(detector, sam, config=config)
 
     # ------------------------------------------------------------------ public API
@@ -150,7 +150,8 @@ class GroundedSAM:
             "untrained": self.is_untrained,
             "detector": self.detector.describe(),
             "sam": {"model_type": self.config.sam.model_type, "checkpoint": self.config.sam.checkpoint,
-                    "device": str(self.sam.device), "dtype": str(self.sam.dtype).removeprefix("torch.")},
+                    "device": str(self.sam.device),
+                    "dtype": "int8" if self.config.sam.int8 else str(self.sam.dtype).removeprefix("torch.")},
         }
 
     @staticmethod

@@ -265,3 +265,21 @@ def test_image_name_comes_from_the_upload_without_folders():
     assert service.image_name_of({"path": "/tmp/a.png"}) == "image.png"
     assert service.image_name_of(None) == "image.png"
     assert Path(service.image_name_of({"orig_name": "a b.png"})).name == "a b.png"
+
+
+def test_gradio_sweep_workaround_applies_only_to_releases_with_the_race(monkeypatch):
+    import gradio
+    from gradio import route_utils
+
+    from grounded.web import gradio_patches
+
+    assert gradio_patches.has_sweep_race("6.31.0") and gradio_patches.has_sweep_race("6.20.1")
+    assert not gradio_patches.has_sweep_race("6.32.0") and not gradio_patches.has_sweep_race("5.49.1")
+    original = route_utils.delete_files_created_by_app
+    monkeypatch.setattr(route_utils, "delete_files_created_by_app", original)
+    monkeypatch.setattr(gradio, "__version__", "6.99.0")
+    assert gradio_patches.fix_temp_file_sweep() is False
+    assert route_utils.delete_files_created_by_app is original  # a fixed release is left alone
+    monkeypatch.setattr(gradio, "__version__", "6.31.0")
+    assert gradio_patches.fix_temp_file_sweep() is True
+    assert route_utils.delete_files_created_by_app is not original

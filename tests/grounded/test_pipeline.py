@@ -292,3 +292,35 @@ def test_bfloat16_pipeline_gives_typed_results_close_to_float32(pipe, image):
     bf16_masks, bf16_scores = bf16.segment_boxes(image, det.xyxy)
     assert (fp32_masks == bf16_masks).mean() >= 0.95
     np.testing.assert_allclose(bf16_scores, fp32_scores, atol=0.05)
+
+
+def test_auto_dtype_is_decided_per_model_and_int8_is_an_opt_in_config(monkeypatch):
+    import dataclasses
+
+    import torch
+
+    from grounded import models
+    from grounded.config import PIPELINE_PRESETS
+    from sam_core.device import NATIVE_BF16_ENV
+
+    cpu = torch.device("cpu")
+    auto = dataclasses.replace(PIPELINE_PRESETS["tiny-random"], dtype="auto")
+    monkeypatch.setenv(NATIVE_BF16_ENV, "0")  # a CPU without native bf16: float32 for both
+    assert models.model_dtypes(auto, cpu) == {"detector": torch.float32, "sam": torch.float32}
+    monkeypatch.setenv(NATIVE_BF16_ENV, "1")
+    monkeypatch.setattr(models, "AUTO_BF16", {"detector": False, "sam": True})
+    assert models.model_dtypes(auto, cpu) == {"detector": torch.float32, "sam": torch.bfloat16}
+    forced = dataclasses.replace(auto, dtype="bfloat16")  # an explicit dtype applies to both
+    assert models.model_dtypes(forced, cpu) == {"detector": torch.bfloat16, "sam": torch.bfloat16}
+    int8 = dataclasses.replace(auto, sam=dataclasses.replace(auto.sam, int8=True))
+    assert models.model_dtypes(int8, cpu)["sam"] == torch.float32
+    with pytest.raises(ValueError, match="int8 .* cannot be combined with dtype 'bfloat16'"):
+        models.model_dtypes(dataclasses.replace(int8, dtype="bfloat16"), cpu)
+
+    monkeypatch.setenv(NATIVE_BF16_ENV, "0")
+    sam_int8 = dataclasses.replace(auto.sam, int8=True)
+    both = dataclasses.replace(auto, sam=sam_int8, detector=dataclasses.replace(auto.detector, int8=True))
+    pipe = GroundedSAM.from_config(both)
+    assert pipe.describe()["sam"]["dtype"] == "int8" and pipe.describe()["detector"]["dtype"] == "int8"
+    quantized = [m for m in pipe.sam.image_encoder.modules() if "quantized" in type(m).__module__]
+    assert quantized, "the SAM encoder's linears are int8"
