@@ -26,6 +26,7 @@ from grounded.detectors.grounding_dino import GroundingDinoDetector, RawDetectio
 from grounded.detectors.prompt import parse_prompt
 from grounded.detectors.scoring import select_detections
 from grounded.io.images import image_content_hash, load_image
+from grounded.masks import PackedMask, PackedMasks
 from grounded.models import build_detector, build_sam_model, model_dtypes
 from sam_core import ImageEmbedding, Sam, SamPredictor
 from sam_core.allocator import tune_cpu_allocator
@@ -54,33 +55,14 @@ class _Decoded:
 
 @dataclass(frozen=True)
 class _FullMask:
-    """A full-resolution mask kept as the bit-packed crop around its pixels: re-thresholding the
+    """A cached full-resolution mask (bit-packed crop) and SAM's score for it: re-thresholding the
     same image re-uses it instead of upsampling the low-res logits again."""
 
-    top: int
-    left: int
-    shape: tuple[int, int]  # crop height x width (0 x 0 for an empty mask)
-    bits: np.ndarray  # np.packbits of the crop, row-major
+    mask: PackedMask
     score: float
 
-    @classmethod
-    def from_mask(cls, mask: np.ndarray, score: float) -> _FullMask:
-        rows = np.flatnonzero(mask.any(axis=1))
-        if len(rows) == 0:
-            return cls(0, 0, (0, 0), np.zeros(0, dtype=np.uint8), score)
-        cols = np.flatnonzero(mask.any(axis=0))
-        crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # h x w bool
-        return cls(int(rows[0]), int(cols[0]), crop.shape, np.packbits(crop, axis=None), score)
-
-    def paste(self, out: np.ndarray) -> None:
-        """Write the mask into ``out`` (H x W bool, all False)."""
-        h, w = self.shape
-        if h:
-            crop = np.unpackbits(self.bits, count=h * w).view(bool).reshape(h, w)
-            out[self.top : self.top + h, self.left : self.left + w] = crop
-
     def nbytes(self) -> int:
-        return self.bits.nbytes + 64
+        return self.mask.nbytes() + 8
 
 
 class GroundedSAM:
@@ -185,6 +167,28 @@ class GroundedSAM:
             into ``classes_of(prompt)``), ``data["class_name"]`` and ``data["mask_score"]`` (SAM's
             predicted IoU). No detections gives an empty ``Detections`` with the same fields.
         """
+        detections, masks = self.predict_packed(
+            image, prompt, box_threshold=box_threshold, text_threshold=text_threshold, nms_iou=nms_iou,
+            multimask=multimask, max_detections=max_detections, class_agnostic_nms=class_agnostic_nms,
+        )
+        detections.mask = masks.to_dense()  # N x H x W bool
+        return detections
+
+    def predict_packed(
+        self,
+        image: Any,
+        prompt: str | Sequence[str],
+        *,
+        box_threshold: float | None = None,
+        text_threshold: float | None = None,
+        nms_iou: float | None = None,
+        multimask: bool | None = None,
+        max_detections: int | None = None,
+        class_agnostic_nms: bool | None = None,
+    ) -> tuple[sv.Detections, PackedMasks]:
+        """``predict`` with the masks kept packed (``grounded.masks``): the detections carry no
+        ``mask``; the second value holds the N masks, one H x W frame expanded at a time. What a
+        server uses: memory grows with the masks' bounding boxes / 8, not N x H x W."""
         rgb = load_image(image, max_pixels=self.config.max_pixels)
         classes = parse_prompt(prompt)
         image_key = image_content_hash(rgb)
@@ -200,7 +204,7 @@ class GroundedSAM:
             max_detections=cfg.max_detections if max_detections is None else max_detections,
         )
         use_multimask = cfg.multimask if multimask is None else multimask
-        return self._add_masks(rgb, image_key, detections, multimask=use_multimask)
+        return detections, self._add_masks(rgb, image_key, detections, multimask=use_multimask)
 
     def predict_batch(
         self, images: Iterable[Any], prompt: str | Sequence[str], **kwargs: Any
@@ -221,7 +225,8 @@ class GroundedSAM:
         boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)  # N x 4
         height, width = rgb.shape[:2]
         boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
-        return self._masks_for_boxes(rgb, image_content_hash(rgb), boxes, multimask=multimask)
+        masks, scores = self._masks_for_boxes(rgb, image_content_hash(rgb), boxes, multimask=multimask)
+        return masks.to_dense(), scores
 
     def refine(
         self,
@@ -327,20 +332,20 @@ class GroundedSAM:
 
     def _add_masks(
         self, rgb: np.ndarray, image_key: str, detections: sv.Detections, *, multimask: bool
-    ) -> sv.Detections:
+    ) -> PackedMasks:
+        """Sets ``data["mask_score"]``; returns the masks, packed."""
         masks, scores = self._masks_for_boxes(rgb, image_key, detections.xyxy, multimask=multimask)
-        detections.mask = masks
         detections.data["mask_score"] = scores
-        return detections
+        return masks
 
     def _masks_for_boxes(
         self, rgb: np.ndarray, image_key: str, xyxy: np.ndarray, *, multimask: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """N x H x W bool masks and N scores; a box seen before on this image costs a cache lookup."""
+    ) -> tuple[PackedMasks, np.ndarray]:
+        """N packed full-resolution masks and N scores; a box seen before on this image costs a cache
+        lookup. No N x H x W array is ever built: masks are upsampled a few at a time and packed."""
         height, width = rgb.shape[:2]
-        masks = np.zeros((len(xyxy), height, width), dtype=bool)
         if len(xyxy) == 0:
-            return masks, np.zeros(0, dtype=np.float32)
+            return PackedMasks(height, width), np.zeros(0, dtype=np.float32)
         xyxy = np.ascontiguousarray(xyxy, dtype=np.float32)  # N x 4
         keys = [("fullmask", self._sam_id, image_key, multimask, box.tobytes()) for box in xyxy]
         full: list[_FullMask | None] = [self._cache.get(key) for key in keys]
@@ -354,16 +359,13 @@ class GroundedSAM:
             )
             for start, binary in chunks:  # n x 1 x H x W bool, a few boxes at a time
                 for j, mask in enumerate(binary[:, 0].cpu().numpy()):
-                    i, score = missing[start + j], decoded[start + j].score
-                    masks[i] = mask
-                    item = _FullMask.from_mask(mask, score)
+                    i = missing[start + j]
+                    item = _FullMask(PackedMask.from_mask(mask), decoded[start + j].score)
                     self._cache.put(keys[i], item, item.nbytes())
                     full[i] = item
-        missing_set = set(missing)
-        for i, item in enumerate(full):
-            if i not in missing_set and item is not None:
-                item.paste(masks[i])
-        return masks, np.array([item.score for item in full if item is not None], dtype=np.float32)
+        items = [item for item in full if item is not None]
+        scores = np.array([item.score for item in items], dtype=np.float32)
+        return PackedMasks(height, width, tuple(item.mask for item in items)), scores
 
 
 def _resolve_device(name: str) -> torch.device:

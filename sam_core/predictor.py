@@ -19,8 +19,11 @@ from .validation import check_box, check_image, check_mask_input, check_points, 
 
 __all__ = ["SamPredictor", "ImageEmbedding"]
 
-# Prompts upsampled to full resolution at once: bounds the float32 B x M x S x S intermediate.
+# Prompts upsampled to full resolution at once: at most 16, and at most what keeps the float32
+# logits plus the bool masks of one chunk (5 bytes per pixel per mask) under 256 MiB -- a 40 MP
+# image goes one mask at a time, instead of 16 x 40 MP x 4 bytes = 2.6 GB.
 _POSTPROCESS_CHUNK = 16
+_POSTPROCESS_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,9 +251,11 @@ class SamPredictor:
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, masks[start : start + n])`` chunks of :meth:`upsample_masks`' result, so a caller
         can store each chunk compactly without ever holding all B x C x H x W masks."""
-        for start in range(0, len(low_res_masks), _POSTPROCESS_CHUNK):
+        per_prompt = 5 * low_res_masks.shape[1] * original_size[0] * original_size[1]  # bytes
+        step = max(1, min(_POSTPROCESS_CHUNK, _POSTPROCESS_BYTES // max(per_prompt, 1)))
+        for start in range(0, len(low_res_masks), step):
             chunk = self.model.postprocess_masks(
-                low_res_masks[start : start + _POSTPROCESS_CHUNK], input_size, original_size
+                low_res_masks[start : start + step], input_size, original_size
             )  # n x C x H x W float32 logits
             yield start, (chunk if return_logits else chunk > self.model.mask_threshold)
 

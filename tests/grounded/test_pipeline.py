@@ -130,20 +130,24 @@ def test_rethreshold_reuses_full_size_masks_bit_for_bit(pipe, image, monkeypatch
     np.testing.assert_array_equal(cold_masks, again.mask)
 
 
-@pytest.mark.parametrize(
-    ("top", "left", "shape"), [(0, 0, (0, 0)), (95, 143, (1, 1)), (10, 20, (5, 7)), (0, 0, (96, 144))]
-)
-def test_cached_full_mask_round_trips(top, left, shape):
-    from grounded.pipeline import _FullMask
+def test_predict_packed_gives_the_same_masks_without_building_them_all(pipe, image, monkeypatch):
+    p = fresh(pipe)
+    dense = p.predict(image, PROMPT, **LOW, max_detections=8)
+    assert len(dense) > 1
+    built = []
+    original = np.zeros
 
-    rng = np.random.default_rng(sum(shape))
-    mask = np.zeros((96, 144), dtype=bool)
-    mask[top : top + shape[0], left : left + shape[1]] = rng.random(shape) > 0.3
-    item = _FullMask.from_mask(mask, 0.5)
-    out = np.zeros_like(mask)
-    item.paste(out)
-    np.testing.assert_array_equal(out, mask)
-    assert item.nbytes() <= mask.size // 8 + 128
+    def zeros(shape, *args, **kwargs):
+        built.append(tuple(shape) if isinstance(shape, tuple) else (shape,))
+        return original(shape, *args, **kwargs)
+
+    monkeypatch.setattr(np, "zeros", zeros)
+    detections, packed = fresh(pipe).predict_packed(image, PROMPT, **LOW, max_detections=8)
+    monkeypatch.undo()
+    assert detections.mask is None and len(packed) == len(dense)
+    np.testing.assert_array_equal(packed.to_dense(), dense.mask)
+    np.testing.assert_array_equal(detections.xyxy, dense.xyxy)
+    assert not [shape for shape in built if len(shape) == 3 and shape[0] > 1], "no N x H x W array"
 
 
 def test_all_boxes_of_an_image_go_through_one_decoder_call(pipe, image):
