@@ -1,109 +1,54 @@
-"""Compact masks: each full-resolution mask kept as the bit-packed crop around its pixels.
+"""Compact masks: supervision's ``CompactMask`` (crop-RLE per mask) built one full frame at a time.
 
-A 40 MP image with 100 detections is 4 GB as ``N x H x W`` bool masks; as packed crops it is at most
-a sixteenth of that (1 bit per pixel of each mask's bounding box), usually far less. The pipeline's
-cache, the web sessions and every export keep masks this way and expand one mask at a time, only
-where a consumer needs the full frame (``PackedMasks.to_dense`` for the Python API's ``sv.Detections``).
+A 40 MP image with 100 detections is 4 GB as ``N x H x W`` bool masks; as ``sv.CompactMask`` it is the
+run-length code of each mask's tight bounding box. The pipeline's cache, ``predict_compact``, the web
+sessions and the exports keep masks this way; supervision's annotators draw them crop by crop, and a
+full frame is expanded only where a consumer needs one (``mask[i]``, ``to_dense()``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import numpy as np
+from supervision.detection.compact_mask import CompactMask
 
-__all__ = ["PackedMask", "PackedMasks"]
-
-
-@dataclass(frozen=True)
-class PackedMask:
-    """One H x W bool mask as the bit-packed crop of its bounding box (all-False outside it)."""
-
-    top: int
-    left: int
-    shape: tuple[int, int]  # crop height x width (0 x 0 for an empty mask)
-    bits: np.ndarray  # np.packbits of the crop, row-major
-    area: int  # pixels set
-
-    @classmethod
-    def from_mask(cls, mask: np.ndarray) -> PackedMask:
-        """``mask``: H x W bool (or 0/1)."""
-        mask = np.asarray(mask, dtype=bool)
-        rows = np.flatnonzero(mask.any(axis=1))
-        if len(rows) == 0:
-            return cls(0, 0, (0, 0), np.zeros(0, dtype=np.uint8), 0)
-        cols = np.flatnonzero(mask.any(axis=0))
-        crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # h x w bool
-        return cls(int(rows[0]), int(cols[0]), crop.shape, np.packbits(crop, axis=None), int(crop.sum()))
-
-    def crop(self) -> np.ndarray:
-        """The h x w bool crop (``shape``), placed at (``top``, ``left``) in the full frame."""
-        h, w = self.shape
-        return np.unpackbits(self.bits, count=h * w).view(bool).reshape(h, w)
-
-    def paste(self, out: np.ndarray) -> None:
-        """OR the mask into ``out`` (H x W bool)."""
-        h, w = self.shape
-        if h:
-            out[self.top : self.top + h, self.left : self.left + w] |= self.crop()
-
-    def to_dense(self, height: int, width: int) -> np.ndarray:
-        out = np.zeros((height, width), dtype=bool)
-        self.paste(out)
-        return out
-
-    def nbytes(self) -> int:
-        return self.bits.nbytes + 64
+__all__ = ["CompactMask", "compact_masks", "compact_nbytes", "replace_mask"]
 
 
-@dataclass(frozen=True)
-class PackedMasks:
-    """N masks of one H x W image, in detection order."""
+def _tight_box(mask: np.ndarray) -> np.ndarray:
+    """1 x 4 inclusive xyxy of the set pixels (supervision's convention); a 1-pixel box if none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return np.zeros((1, 4), dtype=np.float32)
+    return np.array([[cols[0], rows[0], cols[-1], rows[-1]]], dtype=np.float32)
 
-    height: int
-    width: int
-    items: tuple[PackedMask, ...] = ()
 
-    @classmethod
-    def from_dense(cls, masks: np.ndarray) -> PackedMasks:
-        """``masks``: N x H x W bool."""
-        n, height, width = masks.shape
-        return cls(int(height), int(width), tuple(PackedMask.from_mask(m) for m in masks))
+def compact_masks(masks: Iterable[np.ndarray], image_shape: tuple[int, int]) -> CompactMask:
+    """H x W bool masks (any iterable, e.g. a generator of one frame at a time) -> one CompactMask,
+    each mask encoded exactly within its tight bounding box."""
+    height, width = (int(v) for v in image_shape)
+    parts = [CompactMask.from_dense(np.asarray(m, dtype=bool)[None], _tight_box(m), (height, width))
+             for m in masks]  # each 1 x H x W view -> a one-mask CompactMask
+    if not parts:
+        empty = np.zeros((0, 2), dtype=np.int32)
+        return CompactMask([], empty, empty.copy(), (height, width))
+    return CompactMask.merge(parts)
 
-    def __len__(self) -> int:
-        return len(self.items)
 
-    def __getitem__(self, index: int) -> np.ndarray:
-        """Mask ``index`` as H x W bool (a new array)."""
-        return self.items[index].to_dense(self.height, self.width)
+def replace_mask(masks: CompactMask, index: int, mask: np.ndarray) -> CompactMask:
+    """A copy of ``masks`` with mask ``index`` replaced by ``mask`` (H x W bool)."""
+    n = len(masks)
+    if not 0 <= index < n:
+        raise ValueError(f"mask index {index} is out of range for {n} masks")
+    new = compact_masks([mask], masks.image_shape)
+    parts = [p for p in (masks[list(range(index))], new, masks[list(range(index + 1, n))]) if len(p)]
+    return CompactMask.merge(parts)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        """The masks one at a time, each H x W bool: at most one full frame held at once."""
-        for item in self.items:
-            yield item.to_dense(self.height, self.width)
 
-    def areas(self) -> np.ndarray:
-        """N int64 pixel counts."""
-        return np.array([item.area for item in self.items], dtype=np.int64)
-
-    def to_dense(self) -> np.ndarray:
-        """N x H x W bool (N full frames: only for consumers that need them all at once)."""
-        out = np.zeros((len(self.items), self.height, self.width), dtype=bool)
-        for item, frame in zip(self.items, out, strict=True):
-            item.paste(frame)
-        return out
-
-    def select(self, indexes: Sequence[int] | np.ndarray) -> PackedMasks:
-        """The masks at ``indexes`` (e.g. the survivors of a filter), in that order."""
-        return PackedMasks(self.height, self.width, tuple(self.items[int(i)] for i in indexes))
-
-    def replace(self, index: int, mask: np.ndarray | PackedMask) -> PackedMasks:
-        """A copy with mask ``index`` replaced."""
-        item = mask if isinstance(mask, PackedMask) else PackedMask.from_mask(mask)
-        items = list(self.items)
-        items[index] = item
-        return PackedMasks(self.height, self.width, tuple(items))
-
-    def nbytes(self) -> int:
-        return sum(item.nbytes() for item in self.items) + 64
+def compact_nbytes(masks: CompactMask) -> int:
+    """Bytes held by ``masks`` (its run-length codes plus per-mask bookkeeping)."""
+    rles = getattr(masks, "_rles", None)  # supervision's storage; no public size accessor in 0.31
+    if rles is None:  # fall back to a bit per pixel of each crop, an upper bound for sparse codes
+        return int(sum(int(h) * int(w) for h, w in masks.bbox_xyxy[:, 2:] - masks.bbox_xyxy[:, :2] + 1) // 8)
+    return int(sum(r.nbytes for r in rles)) + 32 * len(masks)

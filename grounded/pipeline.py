@@ -26,7 +26,7 @@ from grounded.detectors.grounding_dino import GroundingDinoDetector, RawDetectio
 from grounded.detectors.prompt import parse_prompt
 from grounded.detectors.scoring import select_detections
 from grounded.io.images import image_content_hash, load_image
-from grounded.masks import PackedMask, PackedMasks
+from grounded.masks import CompactMask, compact_masks, compact_nbytes
 from grounded.models import build_detector, build_sam_model, model_dtypes
 from sam_core import ImageEmbedding, Sam, SamPredictor
 from sam_core.allocator import tune_cpu_allocator
@@ -58,11 +58,11 @@ class _FullMask:
     """A cached full-resolution mask (bit-packed crop) and SAM's score for it: re-thresholding the
     same image re-uses it instead of upsampling the low-res logits again."""
 
-    mask: PackedMask
+    mask: CompactMask  # one mask
     score: float
 
     def nbytes(self) -> int:
-        return self.mask.nbytes() + 8
+        return compact_nbytes(self.mask) + 8
 
 
 class GroundedSAM:
@@ -167,14 +167,14 @@ class GroundedSAM:
             into ``classes_of(prompt)``), ``data["class_name"]`` and ``data["mask_score"]`` (SAM's
             predicted IoU). No detections gives an empty ``Detections`` with the same fields.
         """
-        detections, masks = self.predict_packed(
+        detections = self.predict_compact(
             image, prompt, box_threshold=box_threshold, text_threshold=text_threshold, nms_iou=nms_iou,
             multimask=multimask, max_detections=max_detections, class_agnostic_nms=class_agnostic_nms,
         )
-        detections.mask = masks.to_dense()  # N x H x W bool
+        detections.mask = detections.mask.to_dense()  # N x H x W bool
         return detections
 
-    def predict_packed(
+    def predict_compact(
         self,
         image: Any,
         prompt: str | Sequence[str],
@@ -185,10 +185,10 @@ class GroundedSAM:
         multimask: bool | None = None,
         max_detections: int | None = None,
         class_agnostic_nms: bool | None = None,
-    ) -> tuple[sv.Detections, PackedMasks]:
-        """``predict`` with the masks kept packed (``grounded.masks``): the detections carry no
-        ``mask``; the second value holds the N masks, one H x W frame expanded at a time. What a
-        server uses: memory grows with the masks' bounding boxes / 8, not N x H x W."""
+    ) -> sv.Detections:
+        """``predict`` with ``mask`` as supervision's ``CompactMask`` (crop run-lengths): what a server
+        uses. Memory grows with the masks' run-length codes, not N x H x W; ``mask[i]`` expands one
+        frame, supervision's annotators draw it crop by crop, the exports encode it mask by mask."""
         rgb = load_image(image, max_pixels=self.config.max_pixels)
         classes = parse_prompt(prompt)
         image_key = image_content_hash(rgb)
@@ -204,7 +204,7 @@ class GroundedSAM:
             max_detections=cfg.max_detections if max_detections is None else max_detections,
         )
         use_multimask = cfg.multimask if multimask is None else multimask
-        return detections, self._add_masks(rgb, image_key, detections, multimask=use_multimask)
+        return self._add_masks(rgb, image_key, detections, multimask=use_multimask)
 
     def predict_batch(
         self, images: Iterable[Any], prompt: str | Sequence[str], **kwargs: Any
@@ -332,20 +332,22 @@ class GroundedSAM:
 
     def _add_masks(
         self, rgb: np.ndarray, image_key: str, detections: sv.Detections, *, multimask: bool
-    ) -> PackedMasks:
-        """Sets ``data["mask_score"]``; returns the masks, packed."""
+    ) -> sv.Detections:
+        """Sets ``mask`` (an ``sv.CompactMask``) and ``data["mask_score"]``."""
         masks, scores = self._masks_for_boxes(rgb, image_key, detections.xyxy, multimask=multimask)
+        detections.mask = masks
         detections.data["mask_score"] = scores
-        return masks
+        return detections
 
     def _masks_for_boxes(
         self, rgb: np.ndarray, image_key: str, xyxy: np.ndarray, *, multimask: bool
-    ) -> tuple[PackedMasks, np.ndarray]:
-        """N packed full-resolution masks and N scores; a box seen before on this image costs a cache
-        lookup. No N x H x W array is ever built: masks are upsampled a few at a time and packed."""
+    ) -> tuple[CompactMask, np.ndarray]:
+        """N full-resolution masks (``sv.CompactMask``) and N scores; a box seen before on this image
+        costs a cache lookup. No N x H x W array is ever built: masks are upsampled a few at a time
+        and compacted."""
         height, width = rgb.shape[:2]
         if len(xyxy) == 0:
-            return PackedMasks(height, width), np.zeros(0, dtype=np.float32)
+            return compact_masks([], (height, width)), np.zeros(0, dtype=np.float32)
         xyxy = np.ascontiguousarray(xyxy, dtype=np.float32)  # N x 4
         keys = [("fullmask", self._sam_id, image_key, multimask, box.tobytes()) for box in xyxy]
         full: list[_FullMask | None] = [self._cache.get(key) for key in keys]
@@ -360,12 +362,12 @@ class GroundedSAM:
             for start, binary in chunks:  # n x 1 x H x W bool, a few boxes at a time
                 for j, mask in enumerate(binary[:, 0].cpu().numpy()):
                     i = missing[start + j]
-                    item = _FullMask(PackedMask.from_mask(mask), decoded[start + j].score)
+                    item = _FullMask(compact_masks([mask], (height, width)), decoded[start + j].score)
                     self._cache.put(keys[i], item, item.nbytes())
                     full[i] = item
         items = [item for item in full if item is not None]
         scores = np.array([item.score for item in items], dtype=np.float32)
-        return PackedMasks(height, width, tuple(item.mask for item in items)), scores
+        return CompactMask.merge([item.mask for item in items]), scores
 
 
 def _resolve_device(name: str) -> torch.device:

@@ -28,6 +28,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from grounded.io.files import atomic_write
+from grounded.masks import CompactMask
 
 __all__ = [
     "CocoBuilder",
@@ -63,6 +64,13 @@ def masks_to_rles(masks: np.ndarray) -> list[Rle]:
     ]
 
 
+def _rles_and_areas(masks: np.ndarray | CompactMask) -> tuple[list[Rle], list[int]]:
+    """RLEs and pixel areas of N x H x W masks; a ``CompactMask`` is encoded one frame at a time."""
+    if isinstance(masks, CompactMask):
+        return [mask_to_rle(mask) for mask in masks], [int(a) for a in masks.area]
+    return masks_to_rles(masks), masks.sum(axis=(1, 2)).tolist()
+
+
 def rle_to_mask(rle: Rle) -> np.ndarray:
     """COCO RLE (compressed ``counts`` as str or bytes, or uncompressed list counts) -> H x W bool."""
     try:
@@ -89,7 +97,8 @@ def detections_to_dict(
     """``sv.Detections`` -> the JSON-serialisable schema in the module docstring.
 
     Args:
-        detections: xyxy in absolute pixels; optional ``mask`` (N x H x W bool), ``confidence``,
+        detections: xyxy in absolute pixels; optional ``mask`` (N x H x W bool, or an
+            ``sv.CompactMask`` encoded one mask at a time), ``confidence``,
             ``class_id``, ``data["class_name"]`` and ``data["mask_score"]``.
         image_size: (H, W) of the original image.
         classes: the class names of the prompt, in class_id order.
@@ -102,8 +111,9 @@ def detections_to_dict(
     class_ids = detections.class_id
     mask_scores = detections.data.get("mask_score")
     if detections.mask is not None:
-        rles: list[Rle | None] = list(masks_to_rles(detections.mask))
-        areas = detections.mask.sum(axis=(1, 2)).tolist()
+        encoded = _rles_and_areas(detections.mask)
+        rles: list[Rle | None] = list(encoded[0])
+        areas = encoded[1]
     else:
         rles = [None] * n
         xyxy = detections.xyxy.astype(np.float64)
@@ -239,8 +249,7 @@ class CocoBuilder:
             if detections.mask.shape[1:] != (height, width):
                 raise ValueError(f"masks are {detections.mask.shape[1:]} but image {image_id} is "
                                  f"{(height, width)} (H, W)")
-            segmentations: list[Any] = masks_to_rles(detections.mask)
-            areas = detections.mask.sum(axis=(1, 2)).tolist()
+            segmentations, areas = _rles_and_areas(detections.mask)
         else:
             segmentations = [[[x0, y0, x1, y0, x1, y1, x0, y1]] for x0, y0, x1, y1 in xyxy.tolist()]
             areas = np.rint(xywh[:, 2] * xywh[:, 3]).astype(int).tolist()

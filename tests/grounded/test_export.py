@@ -204,3 +204,29 @@ def test_mask_png_is_lossless(tmp_path):
     np.testing.assert_array_equal(read_mask_png(path), mask)
     with pytest.raises(ValueError, match="one H x W mask"):
         save_mask_png(mask[None], tmp_path / "bad.png")
+
+
+def test_compact_masks_export_exactly_like_dense_ones():
+    import supervision as sv
+
+    from grounded.io.annotate import annotate
+    from grounded.io.export import CocoBuilder, detections_to_dict
+    from grounded.masks import compact_masks
+
+    rng = np.random.default_rng(5)
+    dense = np.zeros((3, 40, 60), dtype=bool)
+    dense[0, 2:20, 3:30] = True
+    dense[1, 10:39, 20:59] = rng.random((29, 39)) > 0.4
+    xyxy = np.array([[3, 2, 30, 20], [20, 10, 59, 39], [0, 0, 5, 5]], dtype=np.float32)
+    kwargs = {"xyxy": xyxy, "confidence": np.array([0.9, 0.8, 0.7], np.float32),
+              "class_id": np.array([0, 1, 0]), "data": {"class_name": np.array(["cat", "dog", "cat"])}}
+    as_dense = sv.Detections(mask=dense, **kwargs)
+    as_compact = sv.Detections(mask=compact_masks(dense, (40, 60)), **kwargs)
+    assert detections_to_dict(as_compact, image_size=(40, 60), classes=["cat", "dog"]) == detections_to_dict(
+        as_dense, image_size=(40, 60), classes=["cat", "dog"])
+    coco = [CocoBuilder(), CocoBuilder()]
+    for builder, det in zip(coco, (as_dense, as_compact), strict=True):
+        builder.add_detections(builder.add_image("a.png", 60, 40), det)
+    assert coco[0].to_dict() == coco[1].to_dict()
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(annotate(image, as_compact), annotate(image, as_dense))

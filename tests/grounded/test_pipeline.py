@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from supervision.detection.compact_mask import CompactMask
 
 from grounded import GroundedSAM, load_config
 from grounded.config import PipelineConfig
@@ -130,7 +131,7 @@ def test_rethreshold_reuses_full_size_masks_bit_for_bit(pipe, image, monkeypatch
     np.testing.assert_array_equal(cold_masks, again.mask)
 
 
-def test_predict_packed_gives_the_same_masks_without_building_them_all(pipe, image, monkeypatch):
+def test_predict_compact_gives_the_same_masks_without_building_them_all(pipe, image, monkeypatch):
     p = fresh(pipe)
     dense = p.predict(image, PROMPT, **LOW, max_detections=8)
     assert len(dense) > 1
@@ -142,10 +143,10 @@ def test_predict_packed_gives_the_same_masks_without_building_them_all(pipe, ima
         return original(shape, *args, **kwargs)
 
     monkeypatch.setattr(np, "zeros", zeros)
-    detections, packed = fresh(pipe).predict_packed(image, PROMPT, **LOW, max_detections=8)
+    detections = fresh(pipe).predict_compact(image, PROMPT, **LOW, max_detections=8)
     monkeypatch.undo()
-    assert detections.mask is None and len(packed) == len(dense)
-    np.testing.assert_array_equal(packed.to_dense(), dense.mask)
+    assert isinstance(detections.mask, CompactMask) and len(detections) == len(dense)
+    np.testing.assert_array_equal(detections.mask.to_dense(), dense.mask)
     np.testing.assert_array_equal(detections.xyxy, dense.xyxy)
     assert not [shape for shape in built if len(shape) == 3 and shape[0] > 1], "no N x H x W array"
 
