@@ -29,7 +29,8 @@ from grounded.io.annotate import annotate
 from grounded.pipeline import GroundedSAM
 from grounded.web import service
 from grounded.web.gradio_patches import fix_temp_file_sweep
-from grounded.web.service import PipelineProvider, SegmentOptions, Session
+from grounded.web.service import PipelineProvider, SegmentOptions
+from grounded.web.sessions import Session, SessionStore
 from grounded.web.spaces import gpu
 
 __all__ = ["build_demo", "launch_demo", "main", "write_examples"]
@@ -124,6 +125,7 @@ def build_demo(
     concurrency: int = 1,
     max_file_size: int = 25 * MB,
     session_ttl_s: int = 1800,
+    session_bytes: int = 1024 * MB,
 ) -> gr.Blocks:
     """The Gradio page and its ``/segment`` API endpoint.
 
@@ -135,8 +137,11 @@ def build_demo(
         concurrency: model events running at once (the pipeline also locks each model).
         max_file_size: bytes; also applied to base64 and URL images (pass the same to ``launch_demo``).
         session_ttl_s: a tab's state (image, masks) is dropped after this long unused.
+        session_bytes: all tabs' state together (images and compact masks) stays within this; the
+            least recently used tabs are dropped first.
     """
     provider = _as_provider(pipelines)
+    sessions = SessionStore(session_bytes, ttl_s=session_ttl_s)
     upload_dir = get_upload_folder()  # gradio's cache: uploads land here, outputs written here are tracked
     os.makedirs(upload_dir, exist_ok=True)
     known = provider.config(provider.default)
@@ -151,8 +156,9 @@ def build_demo(
         name = service.image_name_of(image)
         return service.segment(provider, source, prompt, preset=preset, options=opts, image_name=name)
 
-    def render(session: Session, started: float, *, note: str = "", selected: Any = None) -> tuple[Any, ...]:
-        overlay = annotate(session.image, session.detections)
+    def render(session: Session, started: float, *, token: str | None = None, note: str = "",
+               selected: Any = None) -> tuple[Any, ...]:
+        token = sessions.put(session, token)  # the tab's state is this token; the store holds the rest
         value, colors = service.annotated_value(session)
         count = len(session.detections)
         status = f"**{count}** instance{'s' * (count != 1)} · {1000 * (time.perf_counter() - started):.0f} ms"
@@ -165,10 +171,10 @@ def build_demo(
         choices = service.instance_choices(session.detections)
         keep = isinstance(selected, int) and 0 <= selected < len(choices)  # a slider keeps the pick
         return (
-            session,
+            token,
             status,
             gr.AnnotatedImage(value=value, color_map=colors),
-            service.overlay_with_clicks(overlay, session.clicks),
+            service.overlay_preview(session),
             service.table_rows(session.detections),
             gr.Button(interactive=True),  # "Prepare download": the zip is built only when asked for
             gr.DownloadButton(value=None, interactive=False),  # an older zip no longer matches
@@ -176,10 +182,14 @@ def build_demo(
             gr.Dropdown(choices=choices, value=selected if keep else (choices[0][1] if choices else None)),
         )
 
+    def stored(token: str | None, what: str) -> Session:
+        if token is None:
+            raise ValueError(what)
+        return sessions.get(token)
+
     @_errors_for_users
-    def bundle(session: Session | None) -> Any:
-        if session is None:
-            raise ValueError("run a prompt first: there is nothing to download yet")
+    def bundle(token: str | None) -> Any:
+        session = stored(token, "run a prompt first: there is nothing to download yet")
         folder = Path(tempfile.mkdtemp(prefix="gsam-", dir=upload_dir))
         path = service.write_bundle(session, annotate(session.image, session.detections), folder)
         return gr.DownloadButton(value=str(path), interactive=True)
@@ -187,39 +197,39 @@ def build_demo(
     @_errors_for_users
     @gpu
     def run(image: Any, prompt: str, box_threshold: float, text_threshold: float, nms_iou: float,
-            preset: str, max_detections: float, multimask: bool) -> tuple[Any, ...]:
+            preset: str, max_detections: float, multimask: bool, state_token: str | None) -> tuple[Any, ...]:
         started = time.perf_counter()
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        return render(new_session(image, prompt, preset, opts), started)
+        return render(new_session(image, prompt, preset, opts), started, token=state_token)
 
     @_errors_for_users
     @gpu
-    def refilter(session: Session | None, box_threshold: float, text_threshold: float, nms_iou: float,
+    def refilter(token: str | None, box_threshold: float, text_threshold: float, nms_iou: float,
                  max_detections: float, multimask: bool, selected: int | None) -> tuple[Any, ...]:
-        if session is None:  # nothing run yet: sliders only set the next run's values
+        if token is None:  # nothing run yet: sliders only set the next run's values
             return tuple(gr.skip() for _ in outputs)
         started = time.perf_counter()
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        session = service.refilter(provider, session, opts)
-        return render(session, started, note="re-filtered from cache", selected=selected)
+        session = service.refilter(provider, sessions.get(token), opts)
+        return render(session, started, token=token, note="re-filtered from cache", selected=selected)
 
     @_errors_for_users
     @gpu
-    def click(session: Session | None, index: int | None, mode: str, evt: gr.SelectData) -> tuple[Any, ...]:
-        if session is None:
-            raise ValueError("run a prompt first, then click on the overlay to refine an instance")
+    def click(token: str | None, index: int | None, mode: str, evt: gr.SelectData) -> tuple[Any, ...]:
+        session = stored(token, "run a prompt first, then click on the overlay to refine an instance")
         started = time.perf_counter()
-        x, y = evt.index
+        scale = service.preview_scale(session.image_size)  # the overlay is shown at preview size
+        x, y = (v / scale for v in evt.index)
         positive = mode == _CLICK_MODES[0]
         session = service.add_click(provider, session, index=index, x=x, y=y, positive=positive)
-        return render(session, started, note=f"instance #{index} refined")[:-1]
+        return render(session, started, token=token, note=f"instance #{index} refined")[:-1]
 
     @_errors_for_users
-    def reset(session: Session | None, index: int | None) -> tuple[Any, ...]:
-        if session is None:
-            raise ValueError("nothing to reset: run a prompt first")
+    def reset(token: str | None, index: int | None) -> tuple[Any, ...]:
+        session = stored(token, "nothing to reset: run a prompt first")
         started = time.perf_counter()
-        return render(service.reset_instance(session, index), started, note=f"instance #{index} reset")[:-1]
+        return render(service.reset_instance(session, index), started, token=token,
+                      note=f"instance #{index} reset")[:-1]
 
     @_errors_for_users
     @gpu
@@ -229,7 +239,7 @@ def build_demo(
         ({"image": {"width", "height"}, "classes", "detections": [{"label", "class_id", "score", "mask_score",
         "box_xyxy", "area", "mask": COCO RLE}], "untrained", "model"})."""
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        session = new_session(image, prompt, preset, opts)
+        session = new_session(image, prompt, preset, opts)  # not stored: an API call keeps no state
         return annotate(session.image, session.detections), service.result_json(session)
 
     untrained = known is not None and known.untrained
@@ -291,7 +301,8 @@ def build_demo(
         model_event = {"concurrency_id": "pipeline", "concurrency_limit": concurrency}
         run_inputs = [image, prompt, box, text, nms, preset, max_det, multimask]
         for trigger in (run_button.click, prompt.submit):
-            trigger(run, run_inputs, outputs, preprocess=False, api_visibility="private", **model_event)
+            trigger(run, [*run_inputs, state], outputs, preprocess=False, api_visibility="private",
+                    **model_event)
         for control in (box, text, nms, max_det, multimask):
             control.input(refilter, [state, box, text, nms, max_det, multimask, instance], outputs,
                           trigger_mode="always_last", show_progress="hidden", api_visibility="private",
@@ -350,6 +361,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="model events running at once [GSAM_CONCURRENCY]")
     parser.add_argument("--max-sessions", type=int, default=int(_env("GSAM_MAX_SESSIONS", default="256")),
                         help="sessions whose state is kept (LRU) [GSAM_MAX_SESSIONS]")
+    parser.add_argument("--session-memory-mb", type=float,
+                        default=float(_env("GSAM_SESSION_MEMORY", default="1024")),
+                        help="all tabs' kept results together (LRU) [GSAM_SESSION_MEMORY]")
     parser.add_argument("--max-file-size-mb", type=float,
                         default=float(_env("GSAM_MAX_FILE_SIZE", default="25")),
                         help="largest accepted image file in MB [GSAM_MAX_FILE_SIZE]")
@@ -371,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                  "or try the app offline with --config tiny-random (untrained, meaningless output).")
     max_file_size = int(args.max_file_size_mb * MB)
     demo = build_demo(provider, queue_size=args.queue_size, concurrency=args.concurrency,
-                      max_file_size=max_file_size)
+                      max_file_size=max_file_size, session_bytes=int(args.session_memory_mb * MB))
     launch_demo(demo, host=args.host, port=args.port, share=args.share, max_file_size=max_file_size,
                 max_sessions=args.max_sessions)
 

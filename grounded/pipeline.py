@@ -26,7 +26,7 @@ from grounded.detectors.grounding_dino import GroundingDinoDetector, RawDetectio
 from grounded.detectors.prompt import parse_prompt
 from grounded.detectors.scoring import select_detections
 from grounded.io.images import image_content_hash, load_image
-from grounded.masks import CompactMask, compact_masks, compact_nbytes
+from grounded.masks import CompactMask, compact_masks, compact_nbytes, replace_mask
 from grounded.models import build_detector, build_sam_model, model_dtypes
 from sam_core import ImageEmbedding, Sam, SamPredictor
 from sam_core.allocator import tune_cpu_allocator
@@ -268,9 +268,13 @@ class GroundedSAM:
             )
             self.stats.sam_decoder_calls += 1
         refined = detections[np.arange(len(detections))]  # supervision's indexing copies every field
-        if refined.mask is None:
-            refined.mask = np.zeros((len(refined), height, width), dtype=bool)
-        refined.mask[index] = masks[0, 0].cpu().numpy()
+        new_mask = masks[0, 0].cpu().numpy()  # H x W bool
+        if isinstance(refined.mask, CompactMask):
+            refined.mask = replace_mask(refined.mask, index, new_mask)
+        else:
+            if refined.mask is None:
+                refined.mask = np.zeros((len(refined), height, width), dtype=bool)
+            refined.mask[index] = new_mask
         refined.data["mask_score"][index] = float(scores[0, 0])
         return refined
 

@@ -25,10 +25,10 @@ import os
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,11 +36,13 @@ import supervision as sv
 from PIL import Image
 
 from grounded.config import PIPELINE_PRESETS, PipelineConfig, load_config
-from grounded.io.annotate import class_color, detection_labels
+from grounded.io.annotate import annotate, class_color, detection_labels
 from grounded.io.export import CocoBuilder, detections_to_dict, save_mask_png
 from grounded.io.files import label_slug
 from grounded.io.images import load_image
+from grounded.masks import replace_mask
 from grounded.pipeline import GroundedSAM
+from grounded.web.sessions import Click, Session
 
 __all__ = [
     "MAX_DETECTIONS_LIMIT", "TABLE_HEADERS", "Click", "PipelineProvider", "PresetUnavailableError",
@@ -221,42 +223,6 @@ def _builder(config: PipelineConfig, overrides: dict[str, Any]) -> Callable[[], 
 
 
 # --------------------------------------------------------------------------------------- session
-class Click(NamedTuple):
-    """One refine click, in absolute pixels of the original image."""
-
-    x: float
-    y: float
-    positive: bool
-
-
-@dataclass(frozen=True)
-class Session:
-    """Everything one browser tab needs to re-threshold, refine and export without the upload.
-
-    ``predicted`` is the pipeline's output (what Reset restores); ``detections`` is ``predicted``
-    with refined masks. Masks are N x H x W bool in the frame of ``image`` (H x W x 3 uint8 RGB).
-    """
-
-    image: np.ndarray
-    image_name: str
-    classes: tuple[str, ...]
-    preset: str
-    config: PipelineConfig
-    options: SegmentOptions
-    predicted: sv.Detections
-    detections: sv.Detections
-    clicks: Mapping[int, tuple[Click, ...]] = field(default_factory=dict)
-    models: Mapping[str, Any] = field(default_factory=dict)  # GroundedSAM.describe(): device, dtypes
-
-    @property
-    def untrained(self) -> bool:
-        return self.config.untrained
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.image.shape[0], self.image.shape[1]
-
-
 def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str | None,
             options: SegmentOptions, image_name: str = "image.png") -> Session:
     """Run the pipeline on ``image`` (path, bytes or array) for ``prompt``; see ``GroundedSAM.predict``."""
@@ -267,15 +233,15 @@ def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str 
     pipeline = provider.get(preset)
     classes = pipeline.classes_of(prompt)  # ValueError for an empty prompt, before decoding
     rgb = load_image(image, max_pixels=pipeline.config.max_pixels)
-    detections = pipeline.predict(rgb, classes, **options.predict_kwargs())
+    detections = pipeline.predict_compact(rgb, classes, **options.predict_kwargs())  # CompactMask masks
     return Session(rgb, image_name, tuple(classes), preset or provider.default, pipeline.config, options,
                    detections, detections, models=pipeline.describe())
 
 
 def refilter(provider: PipelineProvider, session: Session, options: SegmentOptions) -> Session:
     """The same image and prompt with new options; served from the pipeline caches (refinements reset)."""
-    detections = provider.get(session.preset).predict(session.image, list(session.classes),
-                                                      **options.predict_kwargs())
+    detections = provider.get(session.preset).predict_compact(session.image, list(session.classes),
+                                                              **options.predict_kwargs())
     return dataclasses.replace(session, options=options, predicted=detections, detections=detections,
                                clicks={})
 
@@ -298,7 +264,7 @@ def reset_instance(session: Session, index: int) -> Session:
     """Restore instance ``index``'s predicted mask and forget its clicks."""
     _check_index(session, index)
     detections = session.detections[np.arange(len(session.detections))]  # fancy indexing copies
-    detections.mask[index] = session.predicted.mask[index]
+    detections.mask = replace_mask(detections.mask, index, session.predicted.mask[index])
     detections.data["mask_score"][index] = session.predicted.data["mask_score"][index]
     clicks = {k: v for k, v in session.clicks.items() if k != index}
     return dataclasses.replace(session, detections=detections, clicks=clicks)
@@ -357,30 +323,65 @@ def instance_choices(detections: sv.Detections) -> list[tuple[str, int]]:
     return [(f"#{i} {label}", i) for i, label in enumerate(detection_labels(detections))]
 
 
-AnnotatedValue = tuple[np.ndarray, list[tuple[np.ndarray, str]]]  # (H x W x 3 image, [(H x W mask, label)])
+AnnotatedValue = tuple[np.ndarray, Iterable[tuple[np.ndarray, str]]]  # (image, (mask, label) one at a time)
+
+# The page shows results at most this large (the full-resolution masks are in the download and the
+# JSON): gradio expands every AnnotatedImage mask to ~50 bytes per pixel while encoding it.
+PREVIEW_MAX_PIXELS = 1_500_000
+
+
+def preview_scale(image_size: tuple[int, int]) -> float:
+    """Factor (<= 1) from original pixels to the page's preview pixels."""
+    height, width = image_size
+    return min(1.0, (PREVIEW_MAX_PIXELS / max(height * width, 1)) ** 0.5)
+
+
+def to_preview(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` (H x W x C or H x W) resized by ``scale``: area-averaged; masks use nearest."""
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    if image.dtype == bool:
+        return cv2.resize(image.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).view(bool)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def annotated_value(session: Session) -> tuple[AnnotatedValue, dict[str, str]]:
-    """``gr.AnnotatedImage`` value ``(image, [(mask, "dog 0.87"), ...])`` and its label -> colour map.
+    """``gr.AnnotatedImage`` value ``(preview, ((mask, "dog 0.87"), ...))`` and its label -> colour map.
 
-    Colours follow ``grounded.io.annotate.class_color``, so the legend matches the overlay.
+    The masks are produced one at a time (a generator) at preview size, so the page never holds
+    N full-size masks. Colours follow ``grounded.io.annotate.class_color``, as on the overlay.
     """
     detections = session.detections
     labels = detection_labels(detections)
-    masks = detections.mask if detections.mask is not None else np.zeros((0, *session.image_size), bool)
     colors = {label: class_color(int(cid)) for label, cid in zip(labels, detections.class_id, strict=True)}
-    # gradio uses the mask value as alpha: 0.55 keeps the photo visible under each mask
-    return (session.image, [(masks[i] * np.float32(0.55), labels[i]) for i in range(len(labels))]), colors
+    scale = preview_scale(session.image_size)
+
+    def masks() -> Iterator[tuple[np.ndarray, str]]:
+        for i, label in enumerate(labels):
+            # gradio uses the mask value as alpha: 0.55 keeps the photo visible under each mask
+            yield to_preview(detections.mask[i], scale) * np.float32(0.55), label
+
+    return (to_preview(session.image, scale), masks()), colors
 
 
-def overlay_with_clicks(overlay: np.ndarray, clicks: Mapping[int, tuple[Click, ...]]) -> np.ndarray:
-    """Draw refine clicks on an H x W x 3 overlay: green discs add, red discs remove (a copy)."""
+def overlay_preview(session: Session) -> np.ndarray:
+    """The overlay (drawn at full resolution, mask by mask) at preview size, with the refine clicks."""
+    scale = preview_scale(session.image_size)
+    overlay = to_preview(annotate(session.image, session.detections), scale)
+    return overlay_with_clicks(overlay, session.clicks, scale=scale)
+
+
+def overlay_with_clicks(overlay: np.ndarray, clicks: Mapping[int, tuple[Click, ...]], *,
+                        scale: float = 1.0) -> np.ndarray:
+    """Draw refine clicks (original-image pixels, times ``scale``) on an H x W x 3 overlay: green discs
+    add, red discs remove (a copy)."""
     if not any(clicks.values()):
         return overlay
     out = np.ascontiguousarray(overlay).copy()
     radius = max(3, round(min(out.shape[:2]) / 100))
     for click in (c for group in clicks.values() for c in group):
-        center = (int(round(click.x)), int(round(click.y)))
+        center = (int(round(click.x * scale)), int(round(click.y * scale)))
         cv2.circle(out, center, radius + 2, (255, 255, 255), thickness=-1, lineType=cv2.LINE_AA)
         color = (40, 200, 60) if click.positive else (230, 40, 40)
         cv2.circle(out, center, radius, color, thickness=-1, lineType=cv2.LINE_AA)

@@ -32,12 +32,12 @@ def _broken() -> Any:
 
 
 class _Exploding:
-    """The tiny pipeline, except that ``predict`` fails the way a bug or a CUDA fault would."""
+    """The tiny pipeline, except that running it fails the way a bug or a CUDA fault would."""
 
     def __init__(self, pipe: Any) -> None:
         self.config, self.classes_of = pipe.config, pipe.classes_of
 
-    def predict(self, *args: Any, **kwargs: Any) -> Any:
+    def predict_compact(self, *args: Any, **kwargs: Any) -> Any:  # what the server runs
         raise RuntimeError(f"CUDA error: device-side assert at {SECRET}")
 
 

@@ -80,12 +80,52 @@ def test_table_rows_are_plain_values_per_detection(session):
 def test_annotated_value_has_one_labeled_mask_per_instance(session):
     (image, annotations), colors = service.annotated_value(session)
     det = session.detections
+    annotations = list(annotations)  # produced one at a time for gradio
     assert image is session.image and len(annotations) == len(det)
     for i, (mask, label) in enumerate(annotations):
         assert label == f"{det.data['class_name'][i]} {det.confidence[i]:.2f}"
         assert mask.shape == (300, 451)
         np.testing.assert_array_equal(mask > 0, det.mask[i])
         assert colors[label] == class_color(int(det.class_id[i]))
+
+
+def test_large_images_are_previewed_small_with_full_resolution_downloads(provider, monkeypatch):
+    big = np.random.default_rng(2).integers(0, 256, (900, 1600, 3), dtype=np.uint8)
+    session = service.segment(provider, big, "cat. dog", preset=None, options=OPTIONS)
+    assert len(session.detections) >= 1
+    monkeypatch.setattr(service, "PREVIEW_MAX_PIXELS", 360_000)  # 1600 x 900 -> 800 x 450
+    scale = service.preview_scale(session.image_size)
+    assert scale == pytest.approx(0.5)
+    (image, annotations), _ = service.annotated_value(session)
+    assert image.shape == (450, 800, 3)
+    for i, (mask, _label) in enumerate(annotations):
+        assert mask.shape == (450, 800)
+        # nearest-neighbour downscale of the full-resolution mask
+        np.testing.assert_array_equal(mask > 0, session.detections.mask[i][::2, ::2])
+    assert service.overlay_preview(session).shape == (450, 800, 3)
+    # the JSON keeps full-resolution masks
+    assert service.result_json(session)["detections"][0]["mask"]["size"] == [900, 1600]
+
+
+def test_session_store_is_bounded_by_bytes_and_releases_idle_sessions(session):
+    from grounded.web.sessions import SessionExpiredError, SessionStore
+
+    now = [0.0]
+    size = session.nbytes()
+    assert size >= session.image.nbytes
+    store = SessionStore(int(size * 2.5), ttl_s=60, clock=lambda: now[0])
+    first, second = store.put(session), store.put(session)
+    store.get(first)  # first is now the most recently used
+    third = store.put(session)  # over budget: the least recently used (second) goes
+    assert store.get(first) is session and store.get(third) is session
+    with pytest.raises(SessionExpiredError, match="press Run again"):
+        store.get(second)
+    assert store.nbytes <= store.max_bytes and len(store) == 2
+    now[0] = 61.0  # idle past the TTL: released
+    store.sweep()
+    assert len(store) == 0 and store.nbytes == 0
+    with pytest.raises(ValueError, match="MiB of session memory"):
+        SessionStore(size - 1).put(session)
 
 
 def test_zip_bundle_holds_coco_lossless_masks_and_overlay(session, tmp_path):
@@ -168,7 +208,7 @@ def test_no_detection_gives_an_empty_result_and_the_plain_image(provider, cat, t
     empty = service.segment(provider, cat, "cat", preset=None, options=nothing)
     assert service.result_json(empty)["detections"] == [] and service.table_rows(empty.detections) == []
     (image, annotations), _ = service.annotated_value(empty)
-    assert annotations == [] and image is empty.image
+    assert list(annotations) == [] and image is empty.image
     with zipfile.ZipFile(service.write_bundle(empty, annotate(cat, empty.detections), tmp_path)) as bundle:
         assert json.loads(bundle.read("coco.json"))["annotations"] == []
         np.testing.assert_array_equal(np.array(Image.open(io.BytesIO(bundle.read("overlay.png")))), cat)
@@ -275,7 +315,8 @@ def test_gradio_sweep_workaround_applies_only_to_releases_with_the_race(monkeypa
 
     assert gradio_patches.has_sweep_race("6.31.0") and gradio_patches.has_sweep_race("6.20.1")
     assert not gradio_patches.has_sweep_race("6.32.0") and not gradio_patches.has_sweep_race("5.49.1")
-    original = route_utils.delete_files_created_by_app
+    current = route_utils.delete_files_created_by_app  # maybe already patched by an app built earlier
+    original = getattr(current, "__wrapped__", current)
     monkeypatch.setattr(route_utils, "delete_files_created_by_app", original)
     monkeypatch.setattr(gradio, "__version__", "6.99.0")
     assert gradio_patches.fix_temp_file_sweep() is False

@@ -50,7 +50,7 @@ MAX_FILE = 1_500_000  # bytes; small so the over-limit cases are quick
 QUEUE = 2
 SECRET = "/srv/models/secret-weights.bin"  # what a crashing model might put in its message
 OPTIONS = {"box_threshold": 0.0, "text_threshold": 0.0, "nms_iou": 0.5, "max_detections": 5}
-API_EXTRAS, CLI_EXTRAS = {"untrained", "model"}, {"path", "source", "outputs"}
+API_EXTRAS, CLI_EXTRAS = {"untrained", "model"}, {"path", "source", "outputs", "model"}
 
 
 class _Gated(GroundedSAM):
@@ -60,10 +60,10 @@ class _Gated(GroundedSAM):
         super().__init__(pipe.detector, pipe.sam, config=pipe.config)
         self.gate, self.running = threading.Event(), threading.Event()
 
-    def predict(self, *args: Any, **kwargs: Any) -> Any:
+    def predict_compact(self, *args: Any, **kwargs: Any) -> Any:  # what the server runs
         self.running.set()
         assert self.gate.wait(120), "the test never released the gated model"
-        return super().predict(*args, **kwargs)
+        return super().predict_compact(*args, **kwargs)
 
 
 class _FlakyDetector:
@@ -77,6 +77,9 @@ class _FlakyDetector:
             self.failures -= 1
             raise RuntimeError(f"CUDA error: device-side assert triggered while reading {SECRET}")
         return self.inner.detect(image, classes)
+
+    def describe(self) -> dict[str, str]:
+        return {**self.inner.describe(), "model": self.model_id}
 
 
 @pytest.fixture(scope="module")
