@@ -122,6 +122,7 @@ def test_concurrent_clients_get_their_own_results(server, examples, tiny_app_pip
         np.testing.assert_allclose(got, boxes, atol=0.011)
 
 
+@pytest.mark.slow  # a 200-request soak
 def test_memory_stays_flat_over_200_sequential_requests(server):
     import psutil
 

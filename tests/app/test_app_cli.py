@@ -61,6 +61,7 @@ def test_main_builds_the_configured_preset_and_launches_safely(app_module, monke
                         "max_sessions": 256}
 
 
+@pytest.mark.slow  # a fresh interpreter imports gradio, torch and transformers
 def test_missing_weights_fail_fast_with_an_actionable_message(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
            "GRADIO_ANALYTICS_ENABLED": "False"}

@@ -33,6 +33,8 @@ from rel_helpers import (
 
 from grounded.io.export import detections_to_dict
 
+pytestmark = pytest.mark.slow  # a launched server under load and a 200-request soak: minutes
+
 CLIENTS, REQUESTS = 8, 10
 SOAK = 200
 RETENTION = (2, 10)  # Gradio cache clean-up for this server: every 2 s, files older than 10 s

@@ -20,6 +20,8 @@ import httpx
 import pytest
 from rel_helpers import launched, load_app, png_bytes, random_rgb
 
+pytestmark = pytest.mark.slow  # waits for Gradio's timed clean-up sweeps (sleep-bound, not CPU-bound)
+
 FREQUENCY, AGE = 1, 1  # seconds: sweep every second, delete files older than a second
 
 
