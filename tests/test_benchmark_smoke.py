@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.run import main
+
+pytestmark = pytest.mark.slow  # every benchmark case on toy models: ~30 s
 
 VARIANTS = "hf-eager,hf-default,ours-fp32,hf-sdpa"
 

@@ -20,6 +20,8 @@ import pytest
 from app_helpers import REPO, launched
 from PIL import Image
 
+pytestmark = pytest.mark.browser  # Playwright driving Chromium
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-quic"]

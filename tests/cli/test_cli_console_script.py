@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cli_helpers import write_corrupt_jpeg, write_png
+
+pytestmark = pytest.mark.slow  # a fresh interpreter imports torch, transformers and builds the models
 
 
 def _console_script() -> str:

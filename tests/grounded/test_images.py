@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from spies import pillow_decodes
 
 from grounded.io.images import DEFAULT_MAX_PIXELS, ImageError, image_content_hash, load_image
 
@@ -165,24 +165,25 @@ def test_bytes_file_object_and_pil_sources(tmp_path):
 # ------------------------------------------------------------------------------ limits
 
 
-def test_decompression_bomb_refused_from_header_then_next_load_works(tmp_path):
+def test_decompression_bomb_refused_from_header_then_next_load_works(tmp_path, monkeypatch):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png(20000, 20000))
     assert bomb.stat().st_size < 2_000_000
-    start = time.perf_counter()
+    decodes = pillow_decodes(monkeypatch)
     with pytest.raises(ImageError, match=r"20000×20000 = 400\.0 MP; the limit is 40\.0 MP"):
         load_image(bomb)
-    assert time.perf_counter() - start < 1.0
+    assert decodes == []  # refused from the header: not one pixel decoded
     assert DEFAULT_MAX_PIXELS == 40_000_000
     _check(load_image(_save(Image.new("RGB", (8, 8)), tmp_path / "ok.png")), 8, 8)
+    assert decodes  # the spy sees a real decode
 
 
-def test_limit_below_pillows_own_and_custom_limit(tmp_path):
+def test_limit_below_pillows_own_and_custom_limit(tmp_path, monkeypatch):
     # 7000 x 7000 = 49 MP passes Pillow's default check (89 MP) but not ours; IDAT holds only 1 row
-    start = time.perf_counter()
+    decodes = pillow_decodes(monkeypatch)
     with pytest.raises(ImageError, match=r"7000×7000 = 49\.0 MP"):
         load_image(_png(7000, 7000, rows=1))
-    assert time.perf_counter() - start < 1.0
+    assert decodes == []  # refused from the header
     small = _png(100, 100)
     with pytest.raises(ImageError, match=r"max_pixels=5000"):
         load_image(small, max_pixels=5000)
@@ -201,17 +202,19 @@ def test_pillow_limit_reported_when_ours_is_raised():
 # ------------------------------------------------------------------------------ broken files
 
 
-def test_truncated_files(tmp_path):
+def test_truncated_files(tmp_path, monkeypatch):
     noise = Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8))
-    for suffix in ("png", "jpg"):
+    decodes = pillow_decodes(monkeypatch)
+    for suffix, format_ in (("png", "PNG"), ("jpg", "JPEG")):
         full = io.BytesIO()
-        noise.save(full, format="PNG" if suffix == "png" else "JPEG")
+        noise.save(full, format=format_)
         path = tmp_path / f"cut.{suffix}"
         path.write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
-        start = time.perf_counter()
+        decodes.clear()
         with pytest.raises(ImageError, match=rf"could not decode image 'cut\.{suffix}': .*truncated"):
             load_image(path)
-        assert time.perf_counter() - start < 1.0
+        # one decode attempt that stops at the missing data: no retry, no padded "recovery" of the rest
+        assert [call for call in decodes if call.startswith("load ")] == [f"load {format_} (64, 64)"]
 
 
 def test_empty_text_svg_missing(tmp_path):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
+from spies import network_attempts
 from supervision.detection.compact_mask import CompactMask
 
 from grounded import GroundedSAM, load_config
@@ -89,15 +89,24 @@ def test_rethreshold_runs_no_model_and_new_prompt_skips_the_sam_encoder(pipe, im
     first = p.predict(image, PROMPT, **LOW, max_detections=10)
     assert (p.stats.detector_calls, p.stats.sam_encoder_calls, p.stats.sam_decoder_calls) == (1, 1, 1)
 
-    # stricter thresholds select a subset of boxes already decoded: no model at all
-    start = time.perf_counter()
-    again = p.predict(
-        image, PROMPT, box_threshold=float(np.median(first.confidence)), text_threshold=0.0, max_detections=10
-    )
-    elapsed = time.perf_counter() - start
+    # stricter thresholds select a subset of boxes already decoded: no model at all (not even a layer
+    # runs: every module of both models counts its forward calls; the 0.1 s target is in benchmarks/)
+    forwards: list[str] = []
+    hooks = [
+        module.register_forward_pre_hook(lambda module, args: forwards.append(type(module).__name__))
+        for module in [*p.detector.model.modules(), *p.sam.modules()]
+    ]
+    try:
+        again = p.predict(
+            image, PROMPT, box_threshold=float(np.median(first.confidence)), text_threshold=0.0,
+            max_detections=10,
+        )
+    finally:
+        for hook in hooks:
+            hook.remove()
     assert (p.stats.detector_calls, p.stats.sam_encoder_calls, p.stats.sam_decoder_calls) == (1, 1, 1)
+    assert forwards == []
     assert len(again) <= len(first)
-    assert elapsed < 1.0  # model-free work only (the target of 0.1 s is measured in benchmarks/)
 
     # same pixels through another input kind hit the same cache
     p.predict(Image.fromarray(image), PROMPT, **LOW, max_detections=10)
@@ -256,10 +265,10 @@ def test_real_preset_without_weights_fails_fast_with_an_actionable_message(tmp_p
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"), raising=False)
-    start = time.perf_counter()
+    attempts = network_attempts(monkeypatch)
     with pytest.raises((ValueError, RuntimeError, OSError)) as info:
         GroundedSAM.from_config(load_config("default"), device="cpu")
-    assert time.perf_counter() - start < 10
+    assert attempts == []  # offline means offline: failed without a lookup, a connection or a retry
     message = str(info.value)
     assert "HF_HUB_OFFLINE" in message
     assert "grounding-dino-tiny" in message or "sam-vit-base" in message

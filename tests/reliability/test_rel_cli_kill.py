@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 from rel_helpers import random_rgb, stop
 
 from grounded.io.export import read_mask_png, rle_to_mask
+
+pytestmark = pytest.mark.slow  # real CLI processes, killed and resumed: about a minute
 
 N_IMAGES = 12
 KILL_AFTER = 3  # finished images (complete JSONL lines) before the SIGKILL

@@ -33,6 +33,8 @@ from rel_helpers import (
 
 from grounded.io.export import detections_to_dict
 
+pytestmark = pytest.mark.slow  # a launched server under load and a 200-request soak: minutes
+
 CLIENTS, REQUESTS = 8, 10
 SOAK = 200
 RETENTION = (2, 10)  # Gradio cache clean-up for this server: every 2 s, files older than 10 s
@@ -94,11 +96,10 @@ def _same(got: Any, want: Any) -> bool:
 
 
 def test_eight_concurrent_clients_get_correct_uncrossed_results(server, rel_pipe, tmp_path):
-    started = time.monotonic()
     with ThreadPoolExecutor(CLIENTS) as pool:
         futures = [pool.submit(_run_client, server.url, client, tmp_path) for client in range(CLIENTS)]
-        answers = [item for future in futures for item in future.result(timeout=400)]
-    assert len(answers) == CLIENTS * REQUESTS and time.monotonic() - started < 400
+        answers = [item for future in futures for item in future.result(timeout=600)]  # a hang guard
+    assert len(answers) == CLIENTS * REQUESTS
     for client, request, overlay, result in answers:
         height, width = _size(client)
         classes = rel_pipe.classes_of(PROMPTS[client])
@@ -161,8 +162,8 @@ def test_memory_and_temporary_files_stay_flat_over_200_sequential_requests(serve
 def test_start_up_and_serving_make_no_network_call(server):
     """``HF_HUB_OFFLINE=1``: nothing but loopback, from start-up to the last request of this module.
 
-    Fails today: Gradio's launch-time version check and telemetry (api.gradio.app, huggingface.co)
-    run because app.py leaves ``analytics_enabled`` at Gradio's default.
+    Guards against Gradio's launch-time version check and telemetry (api.gradio.app, huggingface.co),
+    which run when ``analytics_enabled`` is left at Gradio's default.
     """
     control = server.root / "control.log"  # the recorder works: the same environment, one lookup
     probe = "import socket\ntry: socket.getaddrinfo('example.com', 443)\nexcept OSError: pass"

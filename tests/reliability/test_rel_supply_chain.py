@@ -166,6 +166,7 @@ print("TORCHVISION_BLOCKED", sys.modules["torchvision"] is None)
 '''
 
 
+@pytest.mark.slow  # fresh interpreters import the whole stack
 def test_everything_runs_with_torchvision_blocked_and_a_broken_spaces_package(tmp_path):
     site = tmp_path / "site"
     (site / "spaces").mkdir(parents=True)

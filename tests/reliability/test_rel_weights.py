@@ -103,7 +103,7 @@ def test_a_pickle_only_detector_folder_is_refused_without_unpickling(detector_fo
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_corrupt_detector_safetensors_is_a_clear_value_error(detector_folder, tmp_path, damage):
-    """Fails today: transformers' raw ``SafetensorError`` escapes (not a ValueError, names no file)."""
+    """transformers' raw ``SafetensorError`` must not escape (it is not a ValueError, names no file)."""
     from grounded.detectors.grounding_dino import GroundingDinoDetector
 
     folder = _copy(detector_folder, tmp_path)
@@ -118,7 +118,7 @@ def test_a_corrupt_detector_safetensors_is_a_clear_value_error(detector_folder, 
 
 
 def test_a_detector_checkpoint_with_a_renamed_key_is_refused_naming_it(detector_folder, tmp_path):
-    """Fails today: transformers re-initialises the missing tensor at random and loads anyway."""
+    """transformers would re-initialise the missing tensor at random and load anyway."""
     from grounded.detectors.grounding_dino import GroundingDinoDetector
 
     folder = _copy(detector_folder, tmp_path)
@@ -133,7 +133,7 @@ def test_a_detector_checkpoint_with_a_renamed_key_is_refused_naming_it(detector_
 
 
 def test_the_cli_reports_a_corrupt_detector_without_a_traceback(detector_folder, tmp_path, capsys):
-    """Fails today: the SafetensorError is not among the errors ``_load_pipeline`` catches."""
+    """A corrupt detector must be one of the errors ``_load_pipeline`` reports without a traceback."""
     from grounded.cli import main
 
     folder = _copy(detector_folder, tmp_path)

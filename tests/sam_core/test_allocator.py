@@ -75,6 +75,7 @@ print(json.dumps(allocator_tuned()))
 """
 
 
+@pytest.mark.slow  # each case builds a pipeline in a fresh interpreter
 @pytest.mark.parametrize(("flag", "expected"), [("on", True), ("off", False)])
 def test_pipeline_tunes_the_allocator_unless_configured_off(flag: str, expected: bool) -> None:
     out = subprocess.run(
