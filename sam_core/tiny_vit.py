@@ -8,6 +8,7 @@ classifier head TinyViT carries for ImageNet is not built (SAM never uses it; th
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
@@ -265,7 +266,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         idxs, offsets = _offset_index(window_size)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, offsets))
-        self.register_buffer("attention_bias_idxs", idxs, persistent=False)  # N x N, N = w*w
+        # N x N (N = w*w) offset index: a constant, kept out of the module's buffers so that building
+        # on the meta device + to_empty (how checkpoints load) cannot leave it uninitialised
+        self._bias_idxs = idxs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B x N x C (B counts windows) -> B x N x C."""
@@ -273,14 +276,18 @@ class Attention(nn.Module):
         # B x N x heads x (q|k|v per head) -> 3 x B x heads x N x hd
         qkv = self.qkv(self.norm(x)).view(B, N, self.num_heads, 3, self.key_dim).permute(3, 0, 2, 1, 4)
         q, k, v = qkv.unbind(0)
-        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)  # heads x N x N
+        if self._bias_idxs.device != x.device:
+            self._bias_idxs = self._bias_idxs.to(x.device)
+        bias = self.attention_biases[:, self._bias_idxs].to(q.dtype)  # heads x N x N
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # B x heads x N x hd
         return self.proj(x.transpose(1, 2).reshape(B, N, C))  # B x N x heads*hd
 
 
+@functools.lru_cache(maxsize=8)
 def _offset_index(window_size: int) -> tuple[torch.Tensor, int]:
     """(N x N index of each query/key pair's (|dy|, |dx|) offset, number of offsets), N = w*w."""
     points = list(itertools.product(range(window_size), range(window_size)))
     seen: dict[tuple[int, int], int] = {}
     idxs = [seen.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(seen)) for a in points for b in points]
-    return torch.tensor(idxs, dtype=torch.long).view(len(points), len(points)), len(seen)
+    table = torch.tensor(idxs, dtype=torch.long, device="cpu")  # not the meta device of a lazy build
+    return table.view(len(points), len(points)), len(seen)

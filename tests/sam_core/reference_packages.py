@@ -4,7 +4,9 @@
 SysCV's official package) import torchvision (NMS and resize helpers we never call) and timm (four
 small helpers for their TinyViT). torchvision is not installable here and must not become a
 dependency, and timm itself imports torchvision, so when torchvision is missing this installs
-minimal stand-ins for exactly those names -- only while the package is being imported.
+minimal stand-ins for exactly those names (when torchvision or timm is missing) -- only while the
+package is being imported. segment-anything-hq declares torchvision as a requirement, so the Makefile
+installs it with ``--no-deps``; mobilesam-mirror declares none (the ``dev`` extra).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def import_reference(package: str) -> types.ModuleType:
     """``package`` (a ``PIP_NAMES`` key), or skip the test when it is not installed."""
     if importlib.util.find_spec(package) is None:
         pytest.skip(f"{PIP_NAMES[package]} (a test-only reference) is not installed: pip install -e '.[dev]'")
-    if importlib.util.find_spec("torchvision") is not None or package in sys.modules:
+    real = all(importlib.util.find_spec(name) is not None for name in ("torchvision", "timm"))
+    if real or package in sys.modules:
         return importlib.import_module(package)
     saved = {name: sys.modules.get(name) for name in _stand_ins()}
     try:
@@ -93,3 +96,31 @@ def import_reference(package: str) -> types.ModuleType:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = module
+
+
+@torch.no_grad()
+def randomize_reference_(model: nn.Module, seed: int) -> None:
+    """Non-trivial random weights and BatchNorm statistics for a reference SAM (then call .eval())."""
+    gen = torch.Generator().manual_seed(seed)
+    norms = {
+        id(m.weight)
+        for m in model.modules()
+        if "Norm" in type(m).__name__ and isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
+    for name, param in model.named_parameters():
+        noise = torch.randn(param.shape, generator=gen)
+        if id(param) in norms:
+            param.copy_(1 + 0.1 * noise)
+        elif name.endswith("bias") or "attention_biases" in name:
+            param.copy_(0.1 * noise if name.endswith("bias") else 0.5 * noise)
+        elif param.ndim >= 2:
+            param.copy_(noise / param[0].numel() ** 0.5)
+        else:
+            param.copy_(noise)
+    for name, buffer in model.named_buffers():
+        if name.endswith("running_mean"):
+            buffer.copy_(0.1 * torch.randn(buffer.shape, generator=gen))
+        elif name.endswith("running_var"):
+            buffer.copy_(1 + 0.2 * torch.rand(buffer.shape, generator=gen))
+        elif name.endswith("positional_encoding_gaussian_matrix"):  # a buffer drawn from the global RNG
+            buffer.copy_(torch.randn(buffer.shape, generator=gen))
