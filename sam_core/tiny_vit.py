@@ -78,7 +78,9 @@ class TinyViT(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: B x 3 x S x S -> B x out_chans x g x g (and B x g x g x C2 early features)."""
         dtype = self.neck[0].weight.dtype
-        x = self.patch_embed(x.to(dtype))  # B x C0 x S/4 x S/4
+        # channels-last images throughout: the token <-> image views below are then free (no copies)
+        x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+        x = self.patch_embed(x)  # B x C0 x S/4 x S/4
         x = self.layers[0](x)  # B x (S/8)^2 x C1 tokens (after the merge)
         early = None
         for i in range(1, len(self.layers)):
@@ -88,8 +90,8 @@ class TinyViT(nn.Module):
         B, L, C = x.shape
         if L != self.grid * self.grid:
             raise ValueError(f"TinyViT built for {self.img_size} px input got {L} tokens at its output")
-        x = x.view(B, self.grid, self.grid, C).permute(0, 3, 1, 2)  # B x C x g x g
-        x = self.neck(x)
+        x = x.view(B, self.grid, self.grid, C).permute(0, 3, 1, 2)  # B x C x g x g (channels last)
+        x = self.neck(x).contiguous()
         if not return_early:
             return x
         B, _, C2 = early.shape
@@ -97,7 +99,11 @@ class TinyViT(nn.Module):
 
 
 class ConvBN(nn.Sequential):
-    """Conv2d without bias followed by BatchNorm2d (TinyViT's ``Conv2d_BN``: keys ``c.*``, ``bn.*``)."""
+    """Conv2d without bias followed by BatchNorm2d (TinyViT's ``Conv2d_BN``: keys ``c.*``, ``bn.*``).
+
+    In eval mode the BatchNorm is folded into the convolution's weight and bias at each call (one
+    pass over the activations instead of two; the weights are tiny next to them).
+    """
 
     def __init__(
         self, in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1, groups: int = 1
@@ -108,6 +114,15 @@ class ConvBN(nn.Sequential):
             "c", nn.Conv2d(in_chans, out_chans, kernel_size, stride, pad, groups=groups, bias=False)
         )
         self.add_module("bn", nn.BatchNorm2d(out_chans))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self.c, self.bn
+        if bn.training:
+            return bn(conv(x))
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # per output channel
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class PatchEmbed(nn.Module):
@@ -134,8 +149,9 @@ class MBConv(nn.Module):
         self.conv3 = ConvBN(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(self.conv2(F.gelu(self.conv1(x))))
-        return F.gelu(x + self.conv3(y))
+        y = _gelu_(self.conv2(_gelu_(self.conv1(x))))  # 4x wider than x: no extra copies
+        out = self.conv3(y)
+        return _gelu_(out.add_(x) if _inplace_ok(out) else out + x)
 
 
 class ConvLayer(nn.Module):
@@ -165,9 +181,9 @@ class PatchMerging(nn.Module):
         """x: B x C x H x W, or B x L x C tokens with ``hw = (H, W)``."""
         if x.ndim == 3:
             B, L, C = x.shape
-            x = x.transpose(1, 2).reshape(B, C, hw[0], hw[1])  # B x C x H x W
-        x = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))  # B x out x H' x W'
-        return x.flatten(2).transpose(1, 2)  # B x H'W' x out
+            x = x.view(B, hw[0], hw[1], C).permute(0, 3, 1, 2)  # B x C x H x W (channels last)
+        x = self.conv3(_gelu_(self.conv2(_gelu_(self.conv1(x)))))  # B x out x H' x W'
+        return x.flatten(2).transpose(1, 2)  # B x H'W' x out (a view when channels last)
 
 
 class BasicLayer(nn.Module):
@@ -236,8 +252,8 @@ class TinyViTBlock(nn.Module):
         nw, w = windows.shape[0], self.window_size
         attn = self.attn(windows.view(nw, w * w, C)).view(nw, w, w, C)
         x = x + window_unpartition(attn, w, pad_hw, (H, W)).view(B, L, C)
-        x = self.local_conv(x.transpose(1, 2).reshape(B, C, H, W))  # B x C x H x W
-        x = x.flatten(2).transpose(1, 2)  # B x L x C
+        x = self.local_conv(x.view(B, H, W, C).permute(0, 3, 1, 2))  # B x C x H x W (channels last)
+        x = x.permute(0, 2, 3, 1).reshape(B, L, C)  # B x L x C (a view when channels last)
         return x + self.mlp(x)
 
 
@@ -251,7 +267,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return self.fc2(_gelu_(self.fc1(self.norm(x))))
 
 
 class Attention(nn.Module):
@@ -279,8 +295,20 @@ class Attention(nn.Module):
         if self._bias_idxs.device != x.device:
             self._bias_idxs = self._bias_idxs.to(x.device)
         bias = self.attention_biases[:, self._bias_idxs].to(q.dtype)  # heads x N x N
+        # a 4-d mask (batch broadcast as a stride-0 view): CPU SDPA then takes its flash kernel; with
+        # a 3-d mask it falls back to the ~3x slower math path
+        bias = bias.unsqueeze(0).expand(B, -1, -1, -1)  # B x heads x N x N, no copy
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # B x heads x N x hd
         return self.proj(x.transpose(1, 2).reshape(B, N, C))  # B x N x heads*hd
+
+
+def _inplace_ok(x: torch.Tensor) -> bool:
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def _gelu_(x: torch.Tensor) -> torch.Tensor:
+    """GELU, in place on a fresh activation at inference (saves one large buffer per call)."""
+    return torch.ops.aten.gelu_(x) if _inplace_ok(x) else F.gelu(x)
 
 
 @functools.lru_cache(maxsize=8)
