@@ -15,7 +15,14 @@ import torch
 from torch import nn
 
 from .common import LayerNorm2d
-from .mask_decoder import _PROMPT_GROUP, MLP, MaskDecoder, _collapse_broadcast_batch, _group_rows
+from .mask_decoder import (
+    _PROMPT_GROUP,
+    MLP,
+    MaskDecoder,
+    _collapse_broadcast_batch,
+    _gelu_,
+    _group_rows,
+)
 from .transformer import TwoWayTransformer
 
 __all__ = ["MaskDecoderHQ"]
@@ -163,17 +170,27 @@ class MaskDecoderHQ(MaskDecoder):
         iou, best = iou_pred[:, candidates].max(dim=1)  # B, B (index within candidates)
         rows = torch.arange(B, device=hs.device)
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(B, C, h, w))  # B x C/8 x 4h x 4w
+        # The image side runs channels-last (B x C x H x W with C innermost): the tokens come that way,
+        # the convolutions and channel LayerNorms then need no copies, and the mask products below
+        # read the features as B x HW x C views.
+        grid = src.view(B, h, w, C).permute(0, 3, 1, 2)  # B x C x h x w, channels last
+        up1, up_norm, up_act, up2, up_act2 = self.output_upscaling
+        upscaled = _gelu_(up2(_gelu_(up_norm(up1(grid)), up_act)), up_act2)  # B x C/8 x 4h x 4w
         c8, H4, W4 = upscaled.shape[1:]
-        upscaled_hq = self.embedding_maskfeature(upscaled) + hq_features  # B x C/8 x 4h x 4w
+        upscaled = upscaled.contiguous(memory_format=torch.channels_last)  # no-op if already
+        mf1, mf_norm, mf_act, mf2 = self.embedding_maskfeature
+        upscaled_hq = mf2(_gelu_(mf_norm(mf1(upscaled)), mf_act))  # B x C/8 x 4h x 4w, channels last
+        upscaled_hq += hq_features
         hyper_hq = self.hf_mlp(hs[:, 1 + M])  # B x C/8
-        masks = torch.bmm(hyper_hq.unsqueeze(1), upscaled_hq.view(B, c8, H4 * W4))  # B x 1 x 4h4w
+        pixels_hq = upscaled_hq.permute(0, 2, 3, 1).reshape(B, H4 * W4, c8)  # B x HW x C/8 (a view)
+        masks = torch.bmm(pixels_hq, hyper_hq.unsqueeze(2))  # B x HW x 1
         if not hq_token_only:
             first = candidates.start
             hyper = torch.stack(
                 [self.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in range(first, candidates.stop)],
                 dim=1,
             )  # B x K x C/8, K candidate tokens
-            hyper_sam = hyper[rows, best].unsqueeze(1)  # B x 1 x C/8: the chosen token per prompt
-            masks = masks + torch.bmm(hyper_sam, upscaled.view(B, c8, H4 * W4))  # B x 1 x 4h4w
+            hyper_sam = hyper[rows, best].unsqueeze(2)  # B x C/8 x 1: the chosen token per prompt
+            pixels = upscaled.permute(0, 2, 3, 1).reshape(B, H4 * W4, c8)  # B x HW x C/8 (a view)
+            masks = torch.baddbmm(masks, pixels, hyper_sam)  # B x HW x 1
         return masks.view(B, 1, H4, W4), iou.unsqueeze(1)
