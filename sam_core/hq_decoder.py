@@ -193,4 +193,4 @@ class MaskDecoderHQ(MaskDecoder):
             hyper_sam = hyper[rows, best].unsqueeze(2)  # B x C/8 x 1: the chosen token per prompt
             pixels = upscaled.permute(0, 2, 3, 1).reshape(B, H4 * W4, c8)  # B x HW x C/8 (a view)
             masks = torch.baddbmm(masks, pixels, hyper_sam)  # B x HW x 1
-        return masks.view(B, 1, H4, W4), iou.unsqueeze(1)
+        return masks.view(B, 1, H4, W4), iou.unsqueeze(1)  # B x HW x 1 -> B x 1 x 4h x 4w; B x 1

@@ -120,7 +120,7 @@ class ConvBN(nn.Sequential):
         if bn.training:
             return bn(conv(x))
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # per output channel
-        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        weight = conv.weight * scale.view(-1, 1, 1, 1)  # out x in/groups x k x k
         bias = bn.bias - bn.running_mean * scale
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
@@ -250,8 +250,8 @@ class TinyViTBlock(nn.Module):
         # zero padding to whole windows takes part in attention, as in TinyViT
         windows, pad_hw = window_partition(x.view(B, H, W, C), self.window_size)  # nW*B x w x w x C
         nw, w = windows.shape[0], self.window_size
-        attn = self.attn(windows.view(nw, w * w, C)).view(nw, w, w, C)
-        x = x + window_unpartition(attn, w, pad_hw, (H, W)).view(B, L, C)
+        attn = self.attn(windows.view(nw, w * w, C)).view(nw, w, w, C)  # per window: w*w tokens
+        x = x + window_unpartition(attn, w, pad_hw, (H, W)).view(B, L, C)  # B x H x W x C -> B x L x C
         x = self.local_conv(x.view(B, H, W, C).permute(0, 3, 1, 2))  # B x C x H x W (channels last)
         x = x.permute(0, 2, 3, 1).reshape(B, L, C)  # B x L x C (a view when channels last)
         return x + self.mlp(x)
@@ -290,7 +290,8 @@ class Attention(nn.Module):
         """x: B x N x C (B counts windows) -> B x N x C."""
         B, N, C = x.shape
         # B x N x heads x (q|k|v per head) -> 3 x B x heads x N x hd
-        qkv = self.qkv(self.norm(x)).view(B, N, self.num_heads, 3, self.key_dim).permute(3, 0, 2, 1, 4)
+        qkv = self.qkv(self.norm(x)).view(B, N, self.num_heads, 3, self.key_dim)  # q|k|v per head
+        qkv = qkv.permute(3, 0, 2, 1, 4)  # 3 x B x heads x N x hd
         q, k, v = qkv.unbind(0)
         if self._bias_idxs.device != x.device:
             self._bias_idxs = self._bias_idxs.to(x.device)
@@ -318,4 +319,4 @@ def _offset_index(window_size: int) -> tuple[torch.Tensor, int]:
     seen: dict[tuple[int, int], int] = {}
     idxs = [seen.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(seen)) for a in points for b in points]
     table = torch.tensor(idxs, dtype=torch.long, device="cpu")  # not the meta device of a lazy build
-    return table.view(len(points), len(points)), len(seen)
+    return table.view(len(points), len(points)), len(seen)  # N x N
