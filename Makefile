@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[dev]'
+	# test-only SAM-HQ reference; --no-deps: it declares torchvision, which nothing here needs
+	$(PY) -m pip install -q --no-deps 'segment-anything-hq==0.3'
 	touch $(STAMP)
 
 venv: $(STAMP)

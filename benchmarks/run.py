@@ -34,8 +34,10 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
         "ours-int8",
         "ours-bf16",
         "ours-bf16-emulated",
+        "ours-vit_t-fp32",
+        "ours-hq_vit_b-fp32",
     ),
-    "sam_decoder": ("hf-sdpa", "ours-fp32"),
+    "sam_decoder": ("hf-sdpa", "ours-fp32", "ours-vit_t-fp32", "ours-hq_vit_b-fp32"),
     "dino": (
         "hf-eager",
         "hf-eager+malloc",

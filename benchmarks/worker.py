@@ -25,10 +25,11 @@ def _cases() -> dict[str, dict[str, Callable]]:
     from benchmarks.cases_dino import DINO_VARIANTS
     from benchmarks.cases_e2e import E2E_VARIANTS
     from benchmarks.cases_sam import DECODER_VARIANTS, ENCODER_VARIANTS
+    from benchmarks.cases_sam_variants import VARIANT_DECODERS, VARIANT_ENCODERS
 
     return {
-        "sam_encoder": ENCODER_VARIANTS,
-        "sam_decoder": DECODER_VARIANTS,
+        "sam_encoder": {**ENCODER_VARIANTS, **VARIANT_ENCODERS},  # + MobileSAM / SAM-HQ (speed only)
+        "sam_decoder": {**DECODER_VARIANTS, **VARIANT_DECODERS},
         "dino": DINO_VARIANTS,
         "e2e": E2E_VARIANTS,
     }

@@ -2,12 +2,20 @@
 
 ``from sam_core import sam_model_registry, SamPredictor`` replaces the same names from
 ``segment_anything``; ``build_sam`` adds device/dtype/seed control and loads Meta ``.pth`` files,
-Hugging Face SAM folders and Hub ids through one strict loader.
+Hugging Face SAM folders and Hub ids through one strict loader. Variants: MobileSAM ("vit_t") and
+SAM-HQ ("hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_tiny"; ``predict(..., hq_token_only=...)``).
 """
 
-from .build import build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, sam_model_registry
+from .build import (
+    build_sam,
+    build_sam_vit_b,
+    build_sam_vit_h,
+    build_sam_vit_l,
+    build_sam_vit_t,
+    sam_model_registry,
+)
 from .checkpoint import CheckpointError, load_sam_state_dict
-from .config import SAM_CONFIGS, SamConfig
+from .config import SAM_CONFIGS, SamConfig, TinyViTConfig
 from .device import resolve_device
 from .predictor import ImageEmbedding, SamPredictor
 from .sam import Sam
@@ -21,10 +29,12 @@ __all__ = [
     "Sam",
     "SamConfig",
     "SamPredictor",
+    "TinyViTConfig",
     "build_sam",
     "build_sam_vit_b",
     "build_sam_vit_h",
     "build_sam_vit_l",
+    "build_sam_vit_t",
     "load_sam_state_dict",
     "resolve_device",
     "sam_model_registry",

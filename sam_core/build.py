@@ -13,10 +13,12 @@ import torch
 from .checkpoint import check_state_dict, load_sam_state_dict, read_checkpoint_config
 from .config import SAM_CONFIGS, SamConfig
 from .device import resolve_device, resolve_dtype
+from .hq_decoder import MaskDecoderHQ
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
+from .tiny_vit import TinyViT
 from .transformer import TwoWayTransformer
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "build_sam_vit_b",
     "build_sam_vit_l",
     "build_sam_vit_h",
+    "build_sam_vit_t",
     "sam_from_config",
 ]
 
@@ -45,9 +48,11 @@ def build_sam(
     (``sam_core.device.resolve_dtype``).
 
     Args:
-        model_type: a ``SAM_CONFIGS`` key ("vit_b", "vit_l", "vit_h", "tiny"; "default" = "vit_h"),
+        model_type: a ``SAM_CONFIGS`` key ("vit_b", "vit_l", "vit_h", "tiny"; "default" = "vit_h";
+            MobileSAM "vit_t"; SAM-HQ "hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_tiny"),
             a ``SamConfig``, or "auto" to take the architecture from a Hugging Face config.json.
-        checkpoint: Meta's .pth (or .safetensors with Meta's keys), a Hugging Face SAM folder
+        checkpoint: Meta's .pth (or .safetensors with Meta's keys; also MobileSAM's mobile_sam.pt and
+            SysCV's sam_hq_vit_*.pth, which use the same layout), a Hugging Face SAM or SAM-HQ folder
             (config.json + model.safetensors) or a Hub id like "facebook/sam-vit-base"; None for random
             weights. Loading is strict (``CheckpointError`` names missing/unexpected/mis-shaped keys).
         seed: makes the random initialisation deterministic (without touching the global RNG).
@@ -77,8 +82,12 @@ def build_sam(
 def sam_from_config(config: SamConfig) -> Sam:
     """An uninitialised-by-checkpoint SAM (Meta's default init) for ``config``, float32."""
     grid = config.image_embedding_size
-    return Sam(
-        image_encoder=ImageEncoderViT(
+    if config.tiny_vit is not None:  # MobileSAM / light SAM-HQ
+        image_encoder = TinyViT(
+            config=config.tiny_vit, img_size=config.image_size, out_chans=config.prompt_embed_dim
+        )
+    else:
+        image_encoder = ImageEncoderViT(
             img_size=config.image_size,
             patch_size=config.patch_size,
             embed_dim=config.encoder_embed_dim,
@@ -88,14 +97,18 @@ def sam_from_config(config: SamConfig) -> Sam:
             out_chans=config.prompt_embed_dim,
             window_size=config.window_size,
             global_attn_indexes=config.encoder_global_attn_indexes,
-        ),
+        )
+    # SAM-HQ: SAM's decoder + the HQ token and early-feature fusion
+    decoder_extra = {"vit_dim": config.early_feature_dim} if config.hq else {}
+    return Sam(
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(grid, grid),
             input_image_size=(config.image_size, config.image_size),
             mask_in_chans=config.mask_in_chans,
         ),
-        mask_decoder=MaskDecoder(
+        mask_decoder=(MaskDecoderHQ if config.hq else MaskDecoder)(
             transformer_dim=config.prompt_embed_dim,
             transformer=TwoWayTransformer(
                 depth=config.decoder_depth,
@@ -106,6 +119,7 @@ def sam_from_config(config: SamConfig) -> Sam:
             num_multimask_outputs=config.num_multimask_outputs,
             iou_head_depth=config.iou_head_depth,
             iou_head_hidden_dim=config.iou_head_hidden_dim,
+            **decoder_extra,
         ),
         pixel_mean=config.pixel_mean,
         pixel_std=config.pixel_std,
@@ -148,10 +162,14 @@ def _registry_builder(name: str) -> Callable[..., Sam]:
 build_sam_vit_h = _registry_builder("vit_h")
 build_sam_vit_l = _registry_builder("vit_l")
 build_sam_vit_b = _registry_builder("vit_b")
+build_sam_vit_t = _registry_builder("vit_t")  # MobileSAM
 
 sam_model_registry: dict[str, Callable[..., Sam]] = {
     "default": build_sam_vit_h,
     "vit_h": build_sam_vit_h,
     "vit_l": build_sam_vit_l,
     "vit_b": build_sam_vit_b,
+    # MobileSAM (its own registry key) and SAM-HQ
+    "vit_t": build_sam_vit_t,
+    **{name: _registry_builder(name) for name in ("hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_tiny")},
 }

@@ -18,6 +18,7 @@ from torch import nn
 from .config import SamConfig
 from .hf_format import HF_TIED_ALIASES, hf_key_to_meta, is_hf_layout, sam_config_from_hf
 from .hub import HubFilesUnavailable, fetch_snapshot
+from .tiny_vit import TINY_VIT_CLASSIFIER_KEYS
 
 __all__ = [
     "CheckpointError",
@@ -76,6 +77,9 @@ def load_sam_state_dict(checkpoint: str | os.PathLike, *, config: SamConfig) -> 
     state = _read_weights(weights_path)
     if is_hf_layout(list(state)):
         state = _hf_to_meta(state, config, weights_path)
+    if config.tiny_vit is not None:  # TinyViT's ImageNet head, saved by MobileSAM but never used
+        for key in TINY_VIT_CLASSIFIER_KEYS:
+            state.pop(f"image_encoder.{key}", None)
     return state
 
 

@@ -6,13 +6,47 @@ global attention); everything else -- prompt encoder, mask decoder, pre/post-pro
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-__all__ = ["SamConfig", "SAM_CONFIGS", "ARCHITECTURE_FIELDS"]
+__all__ = ["SamConfig", "SAM_CONFIGS", "ARCHITECTURE_FIELDS", "TinyViTConfig"]
 
 # ImageNet statistics in 0..255 pixel units, as Meta's Sam(pixel_mean=..., pixel_std=...).
 _PIXEL_MEAN = (123.675, 116.28, 103.53)
 _PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class TinyViTConfig:
+    """MobileSAM's TinyViT image encoder: a conv stage then three windowed-attention stages.
+
+    Stage 0 is MBConv blocks; stages 1-3 are attention blocks with learnt per-offset biases. After
+    each stage but the last a patch merge changes the width to the next stage's and downsamples by
+    ``merge_strides`` (TinyViT-5M for SAM keeps 64 x 64 for its last stage: 4 x 2 x 2 = 16).
+    """
+
+    embed_dims: tuple[int, int, int, int] = (64, 128, 160, 320)
+    depths: tuple[int, int, int, int] = (2, 2, 6, 2)
+    num_heads: tuple[int, int, int, int] = (2, 4, 5, 10)  # stage 0 (conv) ignores its entry
+    window_sizes: tuple[int, int, int, int] = (7, 7, 14, 7)
+    merge_strides: tuple[int, int, int] = (2, 2, 1)
+    mlp_ratio: float = 4.0
+    mbconv_expand_ratio: float = 4.0
+    local_conv_size: int = 3  # depthwise conv between attention and MLP in each block
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dims", "depths", "num_heads", "window_sizes", "merge_strides"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        bad = [f"{d} % {h}" for d, h in zip(self.embed_dims[1:], self.num_heads[1:], strict=True) if d % h]
+        if bad or len(self.embed_dims) != 4 or len(self.merge_strides) != 3:
+            raise ValueError(f"invalid TinyViTConfig: 4 stages, widths divisible by heads ({bad})")
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per output token: 4 (the conv stem) times the merge strides."""
+        out = 4
+        for s in self.merge_strides:
+            out *= s
+        return out
 
 
 @dataclass(frozen=True)
@@ -48,12 +82,18 @@ class SamConfig:
     pixel_mean: tuple[float, float, float] = field(default=_PIXEL_MEAN)
     pixel_std: tuple[float, float, float] = field(default=_PIXEL_STD)
     mask_threshold: float = 0.0
+    # --- variants: MobileSAM's TinyViT encoder (the encoder_* fields above are then unused) and
+    # SAM-HQ's decoder (HQ output token + early-feature fusion, ``hq_decoder.py``)
+    tiny_vit: TinyViTConfig | None = None
+    hq: bool = False
 
     def __post_init__(self) -> None:
         # YAML/JSON give lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "encoder_global_attn_indexes", tuple(self.encoder_global_attn_indexes))
         object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
         object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
+        if isinstance(self.tiny_vit, dict):  # from YAML/JSON
+            object.__setattr__(self, "tiny_vit", TinyViTConfig(**self.tiny_vit))
         problems = _problems(self)
         if problems:
             raise ValueError("invalid SamConfig: " + "; ".join(problems))
@@ -67,6 +107,11 @@ class SamConfig:
     def mask_input_size(self) -> int:
         """Side of the low-res mask logits and of the dense mask prompt (256 for the released models)."""
         return 4 * self.image_embedding_size
+
+    @property
+    def early_feature_dim(self) -> int:
+        """Channels of the encoder's early features that SAM-HQ fuses (ViT width, or TinyViT stage 2)."""
+        return self.tiny_vit.embed_dims[2] if self.tiny_vit is not None else self.encoder_embed_dim
 
     def architecture(self) -> dict[str, object]:
         """The fields that decide the weights' meaning (everything except pixel stats and threshold)."""
@@ -91,11 +136,18 @@ ARCHITECTURE_FIELDS: tuple[str, ...] = (
     "num_multimask_outputs",
     "iou_head_depth",
     "iou_head_hidden_dim",
+    "tiny_vit",
+    "hq",
 )
 
 
 def _problems(c: SamConfig) -> list[str]:
     out: list[str] = []
+    if c.tiny_vit is not None and c.image_size // c.tiny_vit.stride != c.image_size // c.patch_size:
+        out.append(
+            f"TinyViT downsamples by {c.tiny_vit.stride} but the embedding grid needs patch_size "
+            f"{c.patch_size}"
+        )
     positive = (
         "encoder_embed_dim",
         "encoder_depth",
@@ -147,6 +199,17 @@ def _problems(c: SamConfig) -> list[str]:
     return out
 
 
+def _tiny_vit_sam() -> SamConfig:
+    # the encoder_* numbers describe no ViT here (tiny_vit replaces it); TinyViT-5M's last stage
+    return SamConfig(
+        encoder_embed_dim=320,
+        encoder_depth=12,
+        encoder_num_heads=10,
+        encoder_global_attn_indexes=(),
+        tiny_vit=TinyViTConfig(),
+    )
+
+
 SAM_CONFIGS: dict[str, SamConfig] = {
     # Meta's build_sam_vit_b / _vit_l / _vit_h (segment_anything/build_sam.py).
     "vit_b": SamConfig(
@@ -182,3 +245,14 @@ SAM_CONFIGS: dict[str, SamConfig] = {
         iou_head_hidden_dim=32,
     ),
 }
+SAM_CONFIGS.update(
+    {
+        # MobileSAM (ChaoningZhang/MobileSAM build_sam_vit_t): TinyViT-5M + SAM's prompt encoder/decoder.
+        "vit_t": _tiny_vit_sam(),
+        # SAM-HQ (SysCV/sam-hq build_sam*.py): SAM's encoders + the HQ decoder fed by early features.
+        "hq_vit_b": replace(SAM_CONFIGS["vit_b"], hq=True),
+        "hq_vit_l": replace(SAM_CONFIGS["vit_l"], hq=True),
+        "hq_vit_h": replace(SAM_CONFIGS["vit_h"], hq=True),
+        "hq_vit_tiny": replace(_tiny_vit_sam(), hq=True),
+    }
+)

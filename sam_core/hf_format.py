@@ -1,5 +1,7 @@
 """The Hugging Face SAM layout (``SamModel``: config.json + model.safetensors) in Meta's terms.
 
+``SamHQModel`` folders (model_type "sam_hq") load too: their HQ decoder parts map by ``hq_format.py``.
+
 Two explicit maps, no transformers import: parameter names (HF -> Meta) and config.json -> SamConfig.
 """
 
@@ -10,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import SamConfig
+from .hq_format import HQ_RULES, check_hq_decoder_config
 
 __all__ = ["hf_key_to_meta", "is_hf_layout", "sam_config_from_hf", "HF_TIED_ALIASES"]
 
@@ -88,6 +91,7 @@ _RULES: list[tuple[str, str | Callable[[re.Match[str], SamConfig], str]]] = [
         lambda m, c: f"mask_decoder.{m[1]}.layers.{_mlp_depth(m[1], c) - 1}.{m[2]}",
     ),
 ]
+_RULES += HQ_RULES
 _COMPILED = [(re.compile(f"^{pattern}$"), target) for pattern, target in _RULES]
 
 
@@ -150,12 +154,15 @@ _DECODER_DEFAULTS: dict[str, Any] = {
 
 
 def sam_config_from_hf(hf_config: Mapping[str, Any]) -> SamConfig:
-    """SamConfig for a Hugging Face SAM ``config.json``; ValueError for variants Meta's model lacks."""
-    if hf_config.get("model_type", "sam") != "sam":
-        raise ValueError(f"config.json has model_type {hf_config.get('model_type')!r}; expected 'sam'")
+    """SamConfig for a Hugging Face SAM or SAM-HQ ``config.json``; ValueError for variants we lack."""
+    model_type = hf_config.get("model_type", "sam")
+    if model_type not in ("sam", "sam_hq"):
+        raise ValueError(f"config.json has model_type {model_type!r}; expected 'sam' or 'sam_hq'")
     v = {**_VISION_DEFAULTS, **(hf_config.get("vision_config") or {})}
     p = {**_PROMPT_DEFAULTS, **(hf_config.get("prompt_encoder_config") or {})}
     d = {**_DECODER_DEFAULTS, **(hf_config.get("mask_decoder_config") or {})}
+    if model_type == "sam_hq":
+        check_hq_decoder_config(v, d)
     mlp_dim = v["mlp_dim"] if v["mlp_dim"] is not None else int(v["hidden_size"] * v["mlp_ratio"])
     required = {
         "vision_config.num_channels": (v["num_channels"], 3),
@@ -196,4 +203,5 @@ def sam_config_from_hf(hf_config: Mapping[str, Any]) -> SamConfig:
         num_multimask_outputs=d["num_multimask_outputs"],
         iou_head_depth=d["iou_head_depth"],
         iou_head_hidden_dim=d["iou_head_hidden_dim"],
+        hq=model_type == "sam_hq",
     )

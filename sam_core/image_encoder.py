@@ -72,8 +72,14 @@ class ImageEncoderViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: B x 3 x S x S (any float dtype; run in the encoder's dtype) -> B x out_chans x g x g."""
+    def forward(
+        self, x: torch.Tensor, *, return_early: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: B x 3 x S x S (any float dtype; run in the encoder's dtype) -> B x out_chans x g x g.
+
+        ``return_early=True`` also returns the tokens after the first global-attention block
+        (B x g x g x embed_dim): the early features SAM-HQ fuses (SysCV's ``interm_embeddings[0]``).
+        """
         x = x.to(self.pos_embed.dtype)
         x = self.patch_embed(x)  # B x g x g x C
         if self.pos_embed.shape[1:3] != x.shape[1:3]:
@@ -82,9 +88,19 @@ class ImageEncoderViT(nn.Module):
                 f"{tuple(self.pos_embed.shape[1:3])}; pad images to {self.img_size} x {self.img_size}"
             )
         x = x + self.pos_embed
+        early = None
         for blk in self.blocks:
             x = blk(x)
-        return self.neck(x.permute(0, 3, 1, 2))  # B x C x g x g -> B x out_chans x g x g
+            if early is None and blk.window_size == 0:
+                early = x
+        out = self.neck(x.permute(0, 3, 1, 2))  # B x C x g x g -> B x out_chans x g x g
+        if not return_early:
+            return out
+        if early is None:
+            raise ValueError(
+                "SAM-HQ needs a global-attention block for its early features; this ViT has none"
+            )
+        return out, early
 
 
 class Block(nn.Module):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .sam import Sam
+from .sam import Sam, check_hq_token_only
 from .transforms import ResizeLongestSide
 from .validation import check_box, check_image, check_mask_input, check_points, check_prompt_batch
 
@@ -32,15 +32,21 @@ class ImageEmbedding:
 
     features: 1 x C x h x w in the model's dtype/device (C = prompt_embed_dim, h = w = image_size // 16).
     original_size: (H, W) of the original image. input_size: (h, w) after resize, before padding.
+    early_features: SAM-HQ only: 1 x h' x w' x Ce, the encoder's early features (channels last; the
+    ViT's tokens after its first global-attention block, or TinyViT's first attention stage); None
+    for other models.
     """
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    early_features: torch.Tensor | None = None
 
     def nbytes(self) -> int:
-        """Bytes held by the feature tensor."""
-        return self.features.element_size() * self.features.nelement()
+        """Bytes held by the feature tensors (the early features included)."""
+        return sum(
+            t.element_size() * t.nelement() for t in (self.features, self.early_features) if t is not None
+        )
 
 
 class SamPredictor:
@@ -83,7 +89,11 @@ class SamPredictor:
         self.original_size = original
         self.input_size = (shape[2], shape[3])
         input_image = self.model.preprocess(transformed_image.to(self.device))  # 1 x 3 x S x S float32
-        self.features = self.model.image_encoder(input_image)  # 1 x C x h x w
+        if self.model.is_hq:
+            # 1 x C x h x w, 1 x h' x w' x Ce
+            self.features, self.early_features = self.model.image_encoder(input_image, return_early=True)
+        else:
+            self.features = self.model.image_encoder(input_image)  # 1 x C x h x w
         self.is_image_set = True
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
@@ -97,6 +107,20 @@ class SamPredictor:
                 f"embedding features are {tuple(embedding.features.shape)} but this model needs "
                 f"{expected}; was it made by another SAM?"
             )
+        early = embedding.early_features
+        if self.model.is_hq and early is None:
+            raise ValueError(
+                "this SAM-HQ model needs the embedding's early_features, but the embedding has none; "
+                "was it made by a plain SAM? Re-run set_image with this model."
+            )
+        if early is not None and not self.model.is_hq:
+            raise ValueError("the embedding carries SAM-HQ early features but this model is not a SAM-HQ")
+        if early is not None:
+            width = self.model.config.early_feature_dim if self.model.config is not None else early.shape[-1]
+            if early.ndim != 4 or early.shape[0] != 1 or early.shape[-1] != width:
+                raise ValueError(
+                    f"embedding early_features are {tuple(early.shape)}; this model needs 1 x h x w x {width}"
+                )
         H, W = embedding.original_size
         input_size = self.transform.get_preprocess_shape(H, W, self.transform.target_length)
         if tuple(embedding.input_size) != input_size:
@@ -106,6 +130,8 @@ class SamPredictor:
             )
         self.reset_image()
         self.features = embedding.features.to(device=self.device, dtype=self.model.dtype)
+        if early is not None:
+            self.early_features = early.to(device=self.device, dtype=self.model.dtype)
         self.original_size = (int(H), int(W))
         self.input_size = input_size
         self.is_image_set = True
@@ -114,7 +140,7 @@ class SamPredictor:
     def embedding(self) -> ImageEmbedding:
         """The current image's embedding, to cache and later pass to ``set_embedding``."""
         self._require_image("to get its embedding")
-        return ImageEmbedding(self.features, self.original_size, self.input_size)
+        return ImageEmbedding(self.features, self.original_size, self.input_size, self.early_features)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's 1 x C x h x w embedding."""
@@ -125,6 +151,8 @@ class SamPredictor:
         """Forget the current image."""
         self.is_image_set = False
         self.features = None
+        self.early_features: torch.Tensor | None = None  # SAM-HQ only
+        self._hq_features: torch.Tensor | None = None  # SAM-HQ: computed at the first decode, per image
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.orig_h = self.orig_w = self.input_h = self.input_w = None  # Meta's attributes
@@ -148,14 +176,18 @@ class SamPredictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for one prompt, all coordinates in pixels of the original image.
 
         Args:
             point_coords: N x 2 (x, y); point_labels: N (1 = foreground, 0 = background).
             box: xyxy, shape 4. mask_input: 1 x m x m low-res logits from a previous call (m = 256).
-            multimask_output: 3 masks (ambiguous prompts) instead of 1.
+            multimask_output: 3 masks (ambiguous prompts) instead of 1. SAM-HQ returns 1 mask either
+                way (SysCV): the best of the 3 by predicted IoU, or the single-mask output.
             return_logits: float logits instead of bool masks.
+            hq_token_only: SAM-HQ only: the HQ token's mask alone instead of SAM's mask + HQ mask
+                (``ValueError`` on a model without an HQ token).
 
         Returns:
             masks C x H x W (bool, or float32 logits), iou_predictions C (float32),
@@ -183,6 +215,7 @@ class SamPredictor:
             mask_input_torch,
             multimask_output,
             return_logits=return_logits,
+            hq_token_only=hq_token_only,
         )
         return masks[0].cpu().numpy(), iou_predictions[0].cpu().numpy(), low_res_masks[0].cpu().numpy()
 
@@ -195,19 +228,21 @@ class SamPredictor:
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Masks for B prompts in ONE decoder call; coordinates in the transformed (input) frame.
 
         Args:
             point_coords: B x N x 2 (x, y) and point_labels: B x N, or None.
             boxes: B x 4 xyxy, or None. mask_input: B x 1 x m x m (or 1 x 1 x m x m shared), or None.
+            hq_token_only: as in ``predict`` (SAM-HQ only).
 
         Returns:
             masks B x C x H x W (bool, or float32 logits with return_logits), iou_predictions B x C and
             low_res_logits B x C x m x m, float32.
         """
         iou_predictions, low_res_masks = self.predict_low_res_torch(
-            point_coords, point_labels, boxes, mask_input, multimask_output
+            point_coords, point_labels, boxes, mask_input, multimask_output, hq_token_only=hq_token_only
         )
         masks = self.upsample_masks(low_res_masks, return_logits=return_logits)
         return masks, iou_predictions, low_res_masks
@@ -267,8 +302,10 @@ class SamPredictor:
         boxes: torch.Tensor | None = None,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
+        hq_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``predict_torch`` without the full-resolution upsampling: (iou B x C, low-res B x C x m x m)."""
+        check_hq_token_only(self.model, hq_token_only)
         self._require_image()
         mask_size = self.model.prompt_encoder.mask_input_size[0]
         boxes = check_prompt_batch(point_coords, point_labels, boxes, mask_input, mask_size)
@@ -286,5 +323,14 @@ class SamPredictor:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
+            **self._hq_arguments(hq_token_only),
         )
         return iou_predictions, low_res_masks
+
+    def _hq_arguments(self, hq_token_only: bool) -> dict[str, object]:
+        """SAM-HQ's extra decoder inputs (its per-image HQ features are computed once); {} for SAM."""
+        if not self.model.is_hq:
+            return {}
+        if self._hq_features is None:
+            self._hq_features = self.model.mask_decoder.hq_features(self.features, self.early_features)
+        return {"hq_features": self._hq_features, "hq_token_only": hq_token_only}

@@ -12,24 +12,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SamConfig
+from .hq_decoder import MaskDecoderHQ
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
+from .tiny_vit import TinyViT
 
 __all__ = ["Sam"]
 
 
 class Sam(nn.Module):
-    """Predicts object masks from an image and prompts (points, boxes, a low-res mask)."""
+    """Predicts object masks from an image and prompts (points, boxes, a low-res mask).
+
+    The encoder is a ViT (SAM, SAM-HQ) or TinyViT (MobileSAM, light SAM-HQ); with a
+    ``MaskDecoderHQ`` the model is a SAM-HQ (``is_hq``) and also uses the encoder's early features.
+    """
 
     mask_threshold: float = 0.0
     image_format: str = "RGB"
 
     def __init__(
         self,
-        image_encoder: ImageEncoderViT,
+        image_encoder: ImageEncoderViT | TinyViT,
         prompt_encoder: PromptEncoder,
-        mask_decoder: MaskDecoder,
+        mask_decoder: MaskDecoder | MaskDecoderHQ,
         pixel_mean: tuple[float, ...] | list[float] = (123.675, 116.28, 103.53),
         pixel_std: tuple[float, ...] | list[float] = (58.395, 57.12, 57.375),
         *,
@@ -77,12 +83,17 @@ class Sam(nn.Module):
         return self.mask_decoder.iou_token.weight.dtype
 
     @property
+    def is_hq(self) -> bool:
+        """Whether the decoder has SAM-HQ's HQ token (and ``hq_token_only`` is meaningful)."""
+        return isinstance(self.mask_decoder, MaskDecoderHQ)
+
+    @property
     def image_size(self) -> int:
         return self.image_encoder.img_size
 
     @torch.no_grad()
     def forward(
-        self, batched_input: list[dict[str, Any]], multimask_output: bool
+        self, batched_input: list[dict[str, Any]], multimask_output: bool, hq_token_only: bool = False
     ) -> list[dict[str, torch.Tensor]]:
         """Meta's end-to-end call: a list of per-image dicts -> a list of per-image result dicts.
 
@@ -90,12 +101,24 @@ class Sam(nn.Module):
         ``original_size`` (H, W) and optionally ``point_coords`` (B x N x 2), ``point_labels`` (B x N),
         ``boxes`` (B x 4) and ``mask_inputs`` (B x 1 x 4h x 4w), all in the model's input frame.
         Each output dict has ``masks`` (B x M x H x W bool), ``iou_predictions`` (B x M) and
-        ``low_res_logits`` (B x M x 4h x 4w), float32.
+        ``low_res_logits`` (B x M x 4h x 4w), float32. SAM-HQ returns M = 1 (SysCV's behaviour)
+        and takes ``hq_token_only``; a plain SAM refuses ``hq_token_only=True``.
         """
+        check_hq_token_only(self, hq_token_only)
         input_images = torch.stack([self.preprocess(x["image"]) for x in batched_input], dim=0)
-        image_embeddings = self.image_encoder(input_images)  # N x C x h x w
+        early = None
+        if self.is_hq:
+            image_embeddings, early = self.image_encoder(input_images, return_early=True)  # N x C x h x w
+        else:
+            image_embeddings = self.image_encoder(input_images)  # N x C x h x w
         outputs = []
-        for record, embedding in zip(batched_input, image_embeddings, strict=True):
+        for n, (record, embedding) in enumerate(zip(batched_input, image_embeddings, strict=True)):
+            hq = {}
+            if early is not None:
+                hq = {
+                    "hq_features": self.mask_decoder.hq_features(embedding[None], early[n : n + 1]),
+                    "hq_token_only": hq_token_only,
+                }
             points = (record["point_coords"], record["point_labels"]) if "point_coords" in record else None
             sparse, dense = self.prompt_encoder(
                 points=points, boxes=record.get("boxes"), masks=record.get("mask_inputs")
@@ -106,6 +129,7 @@ class Sam(nn.Module):
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
+                **hq,
             )
             masks = self.postprocess_masks(
                 low_res_masks,
@@ -153,3 +177,12 @@ class Sam(nn.Module):
         h, w = x.shape[-2:]
         size = self.image_encoder.img_size
         return F.pad(x, (0, size - w, 0, size - h))
+
+
+def check_hq_token_only(sam: Sam, hq_token_only: bool) -> None:
+    """ValueError when ``hq_token_only=True`` is asked of a model without SAM-HQ's HQ token."""
+    if hq_token_only and not sam.is_hq:
+        raise ValueError(
+            "hq_token_only=True needs a SAM-HQ model (model_type 'hq_vit_b', 'hq_vit_l', 'hq_vit_h' or "
+            "'hq_vit_tiny'); this SAM has no HQ output token. Drop hq_token_only or load SAM-HQ weights."
+        )

@@ -14,7 +14,7 @@ from benchmarks.run import main
 
 pytestmark = pytest.mark.slow  # every benchmark case on toy models: ~30 s
 
-VARIANTS = "hf-eager,hf-default,ours-fp32,hf-sdpa"
+VARIANTS = "hf-eager,hf-default,ours-fp32,hf-sdpa,ours-vit_t-fp32,ours-hq_vit_b-fp32"
 
 
 def test_benchmark_command_runs_on_tiny_models(tmp_path, capsys) -> None:
@@ -36,6 +36,10 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path, capsys) -> None:
     for n in (1, 8, 32):
         assert cases["sam_decoder"]["ours-fp32"][f"boxes_{n}"]["per_box_ms"] > 0
         assert comparisons["sam_decoder"]["ours-fp32"][f"max_abs_masks_{n}"] < 1e-4
+    # MobileSAM / SAM-HQ speed cases: encoder (+ SAM-HQ's per-image HQ features) and decoder timed.
+    for name in ("ours-vit_t-fp32", "ours-hq_vit_b-fp32"):
+        assert cases["sam_encoder"][name]["timing"]["median_s"] > 0
+        assert cases["sam_decoder"][name]["boxes_32"]["per_box_ms"] > 0
     # Grounding DINO: fast path vs transformers on identical inputs, and top-box agreement.
     parity = comparisons["dino"]["ours-fp32"]
     assert parity["reference"] == "hf-default"

@@ -148,3 +148,63 @@ def predictor(tiny: Reference, image: np.ndarray) -> SamPredictor:
     pred = SamPredictor(tiny.sam)
     pred.set_image(image)
     return pred
+
+
+# ------------------------------------------------------------------ SAM-HQ (transformers' SamHQModel)
+HQ_TEST_CONFIGS: dict[str, SamConfig] = {name: replace(c, hq=True) for name, c in TEST_CONFIGS.items()}
+
+
+def hf_hq_config_for(config: SamConfig):
+    """transformers' ``SamHQConfig`` with the same architecture as ``config`` (eager attention)."""
+    from transformers import SamHQConfig
+
+    sam = hf_config_for(config)
+    hf = SamHQConfig(
+        vision_config=sam.vision_config.to_dict(),
+        prompt_encoder_config=sam.prompt_encoder_config.to_dict(),
+        mask_decoder_config={**sam.mask_decoder_config.to_dict(), "vit_dim": config.early_feature_dim},
+    )
+    hf._attn_implementation = "eager"
+    return hf
+
+
+def correct_samhq_upscaling_(hf: torch.nn.Module) -> None:
+    """Make transformers' SamHQModel upscale the decoder transformer's output, as SysCV's model does.
+
+    transformers 5.24's ``SamHQMaskDecoder.forward`` discards the transformer's image-token output
+    and upscales its *input* embedding, spatially transposed (``image_embeddings.transpose(2, 3)``
+    on a B x C x h x w tensor). SysCV's code (``segment_anything_hq``, which trained the released
+    weights) and sam_core upscale the output; ``test_hq_parity_syscv.py`` checks that against
+    SysCV's package. Test-only: the transformer's output is written (transposed) into the input
+    tensor that the decoder reads next, so the rest of transformers' decoder runs unchanged.
+    """
+    transformer = hf.mask_decoder.transformer
+    original = transformer.forward
+
+    def forward(*args, image_embeddings: torch.Tensor, **kwargs):
+        queries, keys = original(*args, image_embeddings=image_embeddings, **kwargs)  # keys: B x 1 x hw x C
+        B, C, h, w = image_embeddings.shape
+        image_embeddings.copy_(keys.reshape(B, h, w, C).permute(0, 3, 2, 1))  # read back transposed
+        return queries, keys
+
+    transformer.forward = forward
+
+
+_HQ_REFERENCES: dict[str, Reference] = {}
+
+
+@pytest.fixture(scope="session", params=list(HQ_TEST_CONFIGS))
+def hq_reference(request: pytest.FixtureRequest, reference_root: Path) -> Reference:
+    """A random-weight transformers SamHQModel and sam_core's SAM-HQ loaded from its folder."""
+    name = request.param
+    if name not in _HQ_REFERENCES:
+        from transformers import SamHQModel
+
+        config = HQ_TEST_CONFIGS[name]
+        hf = SamHQModel(hf_hq_config_for(config)).eval()
+        randomize_(hf, seed=10 + list(HQ_TEST_CONFIGS).index(name))
+        correct_samhq_upscaling_(hf)
+        folder = reference_root / f"hq-{name}"
+        hf.save_pretrained(folder)
+        _HQ_REFERENCES[name] = Reference(config, hf, folder, build_sam(config, folder, device="cpu"))
+    return _HQ_REFERENCES[name]
