@@ -55,9 +55,11 @@ class DetectorSpec:
 class SamSpec:
     """Which SAM to build and where its weights come from.
 
-    ``model_type`` is a ``sam_core.SAM_CONFIGS`` key (``vit_b``/``vit_l``/``vit_h``/``tiny``).
-    ``checkpoint`` is Meta's ``.pth``, a Hugging Face SAM folder, or a Hub id; ``None`` means random
-    initialisation, which only the untrained ``tiny`` architecture is allowed to use.
+    ``model_type`` is a ``sam_core.SAM_CONFIGS`` key (``vit_b``/``vit_l``/``vit_h``, ``vit_t``
+    (MobileSAM), ``hq_vit_b``/``hq_vit_l``/``hq_vit_h``/``hq_vit_tiny`` (SAM-HQ), ``tiny``).
+    ``checkpoint`` is a released weights file (Meta's/SysCV's ``.pth``, ``mobile_sam.pt``), a Hugging
+    Face SAM folder, a Hub id, or ``hf://OWNER/REPO/FILE``; ``None`` means random initialisation,
+    which only the untrained ``tiny`` architecture is allowed to use.
     """
 
     model_type: str = "vit_b"
@@ -134,6 +136,13 @@ SAM_PRESETS: dict[str, SamSpec] = {
     "vit_b": SamSpec("vit_b", "facebook/sam-vit-base"),
     "vit_l": SamSpec("vit_l", "facebook/sam-vit-large"),
     "vit_h": SamSpec("vit_h", "facebook/sam-vit-huge"),
+    # MobileSAM (TinyViT-5M encoder): the released mobile_sam.pt, mirrored on the Hub.
+    "vit_t": SamSpec("vit_t", "hf://dhkim2810/MobileSAM/mobile_sam.pt"),
+    # SAM-HQ: transformers' SamHQModel folders for ViT-B/L/H; SysCV's .pth for the TinyViT one.
+    "hq_vit_b": SamSpec("hq_vit_b", "syscv-community/sam-hq-vit-base"),
+    "hq_vit_l": SamSpec("hq_vit_l", "syscv-community/sam-hq-vit-large"),
+    "hq_vit_h": SamSpec("hq_vit_h", "syscv-community/sam-hq-vit-huge"),
+    "hq_vit_tiny": SamSpec("hq_vit_tiny", "hf://lkeab/hq-sam/sam_hq_vit_tiny.pth"),
     TINY_RANDOM: SamSpec("tiny", None),
 }
 
@@ -146,6 +155,10 @@ PIPELINE_PRESETS: dict[str, PipelineConfig] = {
         detector=DETECTOR_PRESETS["grounding-dino-base"],
         sam=SAM_PRESETS["vit_h"],
     ),
+    # Fastest: the smallest detector + MobileSAM (a ~10x cheaper image encoder than ViT-B).
+    "fast": PipelineConfig(name="fast", sam=SAM_PRESETS["vit_t"]),
+    # Finer masks (hair, thin structures): Grounding DINO-T + SAM-HQ ViT-B.
+    "hq": PipelineConfig(name="hq", sam=SAM_PRESETS["hq_vit_b"]),
     # Untrained tiny architectures built in-process from a fixed seed: tests and offline smoke runs.
     TINY_RANDOM: PipelineConfig(
         name=TINY_RANDOM,

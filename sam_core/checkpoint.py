@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import SamConfig
 from .hf_format import HF_TIED_ALIASES, hf_key_to_meta, is_hf_layout, sam_config_from_hf
-from .hub import HubFilesUnavailable, fetch_snapshot
+from .hub import HubFilesUnavailable, fetch_file, fetch_snapshot, parse_hub_file
 from .tiny_vit import TINY_VIT_CLASSIFIER_KEYS
 
 __all__ = [
@@ -38,7 +38,15 @@ class CheckpointError(ValueError):
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[Path, Path | None]:
-    """(weights file, config.json or None) for a file, a Hugging Face folder or a Hub model id."""
+    """(weights file, config.json or None) for a file, a Hugging Face folder, a Hub model id, or one
+    file of a Hub repository as ``hf://OWNER/REPO/FILE`` (e.g. ``hf://dhkim2810/MobileSAM/mobile_sam.pt``)."""
+    text = os.fspath(checkpoint)
+    try:
+        hub_file = parse_hub_file(text)
+        if hub_file is not None:
+            return fetch_file(*hub_file, what="SAM", local_hint="the weights file's path"), None
+    except HubFilesUnavailable as err:
+        raise CheckpointError(str(err)) from err
     path = Path(checkpoint).expanduser()
     if path.is_dir():
         missing = [name for name in HF_FILES if not (path / name).is_file()]
@@ -50,12 +58,12 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[Path, Path | None
         return path / "model.safetensors", path / "config.json"
     if path.is_file():
         return path, None
-    text = os.fspath(checkpoint)
     if _HUB_ID.match(text) and path.suffix not in (".pth", ".pt", ".bin", ".safetensors"):
         return _download(text)
     raise CheckpointError(
         f"checkpoint {text!r} not found: give a Meta .pth/.safetensors file, a Hugging Face "
-        "SAM folder (config.json + model.safetensors) or a Hub id such as 'facebook/sam-vit-base'"
+        "SAM folder (config.json + model.safetensors), a Hub id such as 'facebook/sam-vit-base', or "
+        "hf://OWNER/REPO/FILE"
     )
 
 

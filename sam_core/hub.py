@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-__all__ = ["HubFilesUnavailable", "fetch_snapshot", "hub_cache_dir", "hub_offline"]
+__all__ = [
+    "HubFilesUnavailable", "fetch_file", "fetch_snapshot", "hub_cache_dir", "hub_offline", "parse_hub_file",
+]
+
+HUB_FILE_PREFIX = "hf://"  # hf://OWNER/REPO/path/in/repo.pt: one file of a Hub repository
 
 
 class HubFilesUnavailable(ValueError):
@@ -70,8 +74,8 @@ def fetch_snapshot(
 
     hits = [next((cached(name) for name in group if cached(name)), None) for group in required]
     missing = [" or ".join(group) for group, hit in zip(required, hits, strict=True) if hit is None]
-    if not missing:
-        return Path(hits[0]).parent  # the snapshot folder (files may sit in sub-folders of it)
+    if not missing:  # the snapshot folder: strip the first file's own path inside the repo
+        return Path(hits[0]).parents[len(Path(required[0][0]).parts) - 1]
     offline = hub_offline()
     reason = "HF_HUB_OFFLINE is set and the files are not in the cache" if offline else _unreachable_reason()
     if reason is None:
@@ -93,6 +97,22 @@ def fetch_snapshot(
         "to run without network; (3) check the Hub id and your access to it (`hf auth login` for gated "
         "or private models)."
     )
+
+
+def parse_hub_file(text: str) -> tuple[str, str] | None:
+    """``"hf://owner/repo/file.pt"`` -> ``("owner/repo", "file.pt")``; None for anything else."""
+    if not text.startswith(HUB_FILE_PREFIX):
+        return None
+    parts = text[len(HUB_FILE_PREFIX) :].split("/")
+    if len(parts) < 3 or not all(parts):
+        raise HubFilesUnavailable(f"{text!r} is not a Hub file reference; write hf://OWNER/REPO/FILE")
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def fetch_file(repo_id: str, filename: str, *, what: str, local_hint: str) -> Path:
+    """One file of a Hub repository through the same policy as :func:`fetch_snapshot`."""
+    folder = fetch_snapshot(repo_id, [(filename,)], patterns=[filename], what=what, local_hint=local_hint)
+    return folder / filename
 
 
 def _unreachable_reason() -> str | None:

@@ -176,18 +176,16 @@ class PipelineProvider:
     @classmethod
     def from_config(cls, config: str | os.PathLike[str] | PipelineConfig = "default",
                     **overrides: Any) -> PipelineProvider:
-        """``fast`` = the given config and ``quality`` = the quality preset (Grounding DINO-B + SAM
-        ViT-H). An untrained config is offered alone. ``overrides`` (device, dtype, ...) go to both."""
+        """The given config (the default choice) plus every other real pipeline preset (``fast``:
+        MobileSAM, ``hq``: SAM-HQ, ``quality``: DINO-B + ViT-H, ...), each loaded on first use. An
+        untrained config is offered alone. ``overrides`` (device, dtype, ...) go to all."""
         base = load_config(config)
-        if base.untrained:
-            configs = {base.name: base}
-        elif base.name == "quality":
-            configs = {"fast": PIPELINE_PRESETS["default"], "quality": base}
-        else:
-            configs = {"fast": base, "quality": PIPELINE_PRESETS["quality"]}
+        configs = {base.name: base}
+        if not base.untrained:
+            configs.update({name: cfg for name, cfg in PIPELINE_PRESETS.items()
+                            if not cfg.untrained and name != base.name})
         builders = {name: _builder(cfg, overrides) for name, cfg in configs.items()}
-        default = "quality" if base.name == "quality" else next(iter(configs))
-        return cls(builders, configs=configs, default=default)
+        return cls(builders, configs=configs, default=base.name)
 
     @property
     def names(self) -> list[str]:

@@ -293,9 +293,11 @@ def test_a_preset_that_fails_to_load_is_a_clear_error_keeping_the_cause():
 
 def test_provider_from_config_offers_fast_and_quality_or_only_the_untrained_preset():
     real = PipelineProvider.from_config("default")  # builds nothing: no weights needed here
-    assert real.names == ["fast", "quality"] and real.default == "fast"
-    assert real.config("fast").detector.model == "IDEA-Research/grounding-dino-tiny"
+    assert real.names[0] == real.default == "default"
+    assert {"fast", "hq", "quality"} <= set(real.names) and "tiny-random" not in real.names
+    assert real.config("default").detector.model == "IDEA-Research/grounding-dino-tiny"
     assert real.config("quality").sam.model_type == "vit_h"
+    assert real.config("fast").sam.model_type == "vit_t" and real.config("hq").sam.model_type == "hq_vit_b"
     tiny = PipelineProvider.from_config("tiny-random")
     assert tiny.names == ["tiny-random"] and tiny.config("tiny-random").untrained
 

@@ -80,3 +80,61 @@ def test_a_big_sam_without_checkpoint_is_refused(tmp_path):
     config.write_text("detector: tiny-random\nsam: {model_type: vit_b, checkpoint: null}\n")
     with pytest.raises(ValueError, match="needs a checkpoint"):
         GroundedSAM.from_config(config)
+
+
+def test_sam_presets_load_released_files_from_a_warm_hub_cache_through_config_and_cli(tmp_path, monkeypatch):
+    """``sam: vit_t`` names hf://dhkim2810/MobileSAM/mobile_sam.pt: a MobileSAM state dict in the released
+    layout, cached as ``hf download`` leaves it, loads offline and segments; so does ``--sam vit_t``."""
+    from grounded.cli import main
+    from grounded.config import SAM_PRESETS
+    from sam_core import build_sam
+
+    assert SAM_PRESETS["vit_t"].checkpoint == "hf://dhkim2810/MobileSAM/mobile_sam.pt"
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--dhkim2810--MobileSAM" / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (cache / "models--dhkim2810--MobileSAM" / "refs").mkdir()
+    (cache / "models--dhkim2810--MobileSAM" / "refs" / "main").write_text(COMMIT)
+    source = build_sam("vit_t", device="cpu", seed=3)
+    torch.save(source.state_dict(), snapshot / "mobile_sam.pt")  # MobileSAM's own key layout
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def _no_network(*args, **kwargs):
+        raise AssertionError("loading from a warm cache must not touch the network")
+
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+
+    config = tmp_path / "mobile.yaml"
+    config.write_text("preset: tiny-random\nsam: vit_t\n")
+    pipe = GroundedSAM.from_config(config, device="cpu")
+    assert pipe.describe()["sam"]["model_type"] == "vit_t"
+    for (name, got), expected in zip(pipe.sam.state_dict().items(), source.state_dict().values(), strict=True):
+        assert torch.equal(got, expected), name
+    image = np.random.default_rng(4).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    assert len(pipe.predict(image, "cat. dog", **LOW)) > 0
+
+    photo = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(image).save(photo)
+    out = tmp_path / "out"
+    assert main(["predict", str(photo), "-p", "cat", "-o", str(out), "-q", "-c", "tiny-random",
+                 "--sam", "vit_t", "--device", "cpu"]) == 0
+    record = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
+    assert record["model"]["sam"]["model_type"] == "vit_t"
+
+
+def test_a_missing_hub_file_names_the_repo_the_file_and_the_remedies(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    config = tmp_path / "hq.yaml"
+    config.write_text("preset: tiny-random\nsam: hq_vit_tiny\n")
+    with pytest.raises(ValueError) as info:
+        GroundedSAM.from_config(config, device="cpu")
+    message = str(info.value)
+    for part in ("lkeab/hq-sam", "sam_hq_vit_tiny.pth", "HF_HUB_OFFLINE", "hf download lkeab/hq-sam"):
+        assert part in message
