@@ -24,11 +24,13 @@ from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from grounded.io.annotate import annotate
 from grounded.pipeline import GroundedSAM
 from grounded.web import service
-from grounded.web.gradio_patches import fix_temp_file_sweep
+from grounded.web.gradio_patches import fix_temp_file_sweep, limit_stored_input_values
+from grounded.web.limits import BodyLimitMiddleware, body_limit_for
 from grounded.web.service import PipelineProvider, SegmentOptions
 from grounded.web.sessions import Session, SessionStore
 from grounded.web.spaces import gpu
@@ -146,6 +148,7 @@ def build_demo(
     os.makedirs(upload_dir, exist_ok=True)
     known = provider.config(provider.default)
     fix_temp_file_sweep()
+    limit_stored_input_values()
     defaults = SegmentOptions.from_config(known or provider.get().config)
 
     def options(box: float, text: float, nms: float, max_det: float, multimask: bool) -> SegmentOptions:
@@ -329,12 +332,15 @@ def _pick_row(evt: gr.SelectData) -> int:
 def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
                 max_file_size: int = 25 * MB, max_sessions: int = 256,
                 prevent_thread_lock: bool = False) -> Any:
-    """Launch with the service's safety settings: no tracebacks to clients, upload size limit, no
+    """Launch with the service's safety settings: no tracebacks to clients, upload size limit and the
+    same limit on every request body (HTTP 413 before the body is read: ``grounded.web.limits``), no
     extra file routes (no ``allowed_paths``), and at most ``max_sessions`` sessions' state kept
     (gradio keeps each session's component values; the least recently used are dropped)."""
+    body_limit = Middleware(BodyLimitMiddleware, max_bytes=body_limit_for(max_file_size))
     return demo.launch(server_name=host, server_port=port, share=share, show_error=False,
                        max_file_size=max_file_size, prevent_thread_lock=prevent_thread_lock,
-                       state_session_capacity=max_sessions, footer_links=["api"], quiet=prevent_thread_lock)
+                       state_session_capacity=max_sessions, footer_links=["api"], quiet=prevent_thread_lock,
+                       app_kwargs={"middleware": [body_limit]})
 
 
 def _env(*names: str, default: str | None = None) -> str | None:

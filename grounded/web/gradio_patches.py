@@ -13,7 +13,7 @@ _RETRIES = 5
 # it still needs the patch when the pin moves.
 _SWEEP_RACE = ("6.0.0", "6.31.0")
 
-__all__ = ["fix_temp_file_sweep"]
+__all__ = ["fix_temp_file_sweep", "limit_stored_input_values"]
 
 
 def has_sweep_race(version: str) -> bool:
@@ -60,3 +60,49 @@ def fix_temp_file_sweep() -> bool:
     sweep._grounded_sam_retry = True  # type: ignore[attr-defined]
     route_utils.delete_files_created_by_app = sweep
     return True
+
+
+# Input values larger than this are not copied into a session's stored config (see below).
+STORED_VALUE_LIMIT = 64 * 1024
+
+
+def limit_stored_input_values(limit: int = STORED_VALUE_LIMIT) -> bool:
+    """Keep Gradio from holding every request's inputs in its per-session config.
+
+    Before an event runs, Gradio copies each input's serialised value into the session's config
+    (``SessionState._update_value_in_config``), and keeps it for as long as the session is kept (up
+    to ``state_session_capacity`` sessions; an API call without a session id gets a new session each
+    time). A base64 ``data:`` image is then held once per session: 256 sessions of 25 MB bodies are
+    6 GB, refused requests included. That copy only serves deep links; values larger than ``limit``
+    are stored as ``None`` instead. Idempotent; applies to every Gradio 6 release (checked on the
+    pinned one by tests/reliability); returns whether it is in place.
+    """
+    from gradio import state_holder
+
+    original = state_holder.SessionState._update_value_in_config
+    if getattr(original, "_grounded_sam_limit", False):
+        return True
+
+    @functools.wraps(original)
+    def update(self: Any, key: int, value: Any) -> None:
+        original(self, key, None if _size_at_least(value, limit) else value)
+
+    update._grounded_sam_limit = True  # type: ignore[attr-defined]
+    state_holder.SessionState._update_value_in_config = update
+    return True
+
+
+def _size_at_least(value: Any, limit: int) -> bool:
+    """Whether the strings and bytes inside ``value`` add up to ``limit`` (walks dicts and lists)."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, bytes, bytearray)):
+            total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        if total >= limit:
+            return True
+    return False

@@ -1,0 +1,87 @@
+"""Issue 12's hostile-client battery, against the real ``app.py`` on loopback: oversized bodies are
+refused before they are read, refused and accepted payloads leave nothing behind, and the server keeps
+serving. Bounded: a fixed number of requests, each with a timeout."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from rel_helpers import app_process, data_url, png_bytes, random_rgb, server_env
+
+pytestmark = pytest.mark.slow
+
+MB = 1024 * 1024
+MAX_FILE_MB = 4  # the server's upload limit: body limit 4 * 4/3 + 1 = ~6.3 MiB
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    root = tmp_path_factory.mktemp("memory-server")
+    env = server_env(root / "site", root / "network.log", root / "gradio")
+    args = ["--config", "tiny-random", "--max-file-size-mb", str(MAX_FILE_MB), "--max-sessions", "16"]
+    with app_process(args, workdir=root, env=env) as (url, process):
+        yield SimpleNamespace(url=url, process=psutil.Process(process.pid))
+
+
+def _call(url: str, data: list[Any]) -> httpx.Response:
+    return httpx.post(f"{url}gradio_api/call/segment", json={"data": data}, timeout=60)
+
+
+def _stream(url: str, response: httpx.Response) -> str:
+    event_id = response.json()["event_id"]
+    return httpx.get(f"{url}gradio_api/call/segment/{event_id}", timeout=120).text
+
+
+def _normal_request_works(url: str) -> None:
+    image = {"url": data_url(png_bytes(random_rgb(7, 40, 56)))}
+    stream = _stream(url, _call(url, [image, "cat. dog", 0.3, 0.2, 0.5, "tiny-random", 5, False]))
+    assert "event: complete" in stream, stream[-500:]
+
+
+def test_oversized_json_bodies_are_refused_before_they_are_read_and_leave_nothing(server):
+    _normal_request_works(server.url)
+    before = server.process.memory_info().rss
+    huge = "data:image/png;base64," + base64.b64encode(b"\x89PNG" + b"\0" * (30 * MB)).decode()
+    for _ in range(6):  # 6 x 40 MB bodies: refused by Content-Length, never buffered
+        response = _call(server.url, [{"url": huge}, "cat"])
+        assert response.status_code == 413
+        assert "the limit is" in response.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused once the limit is crossed
+        yield b'{"data": [{"url": "data:image/png;base64,'
+        for _ in range(10):
+            yield b"A" * MB
+        yield b'"}, "cat"]}'
+
+    chunked = httpx.post(f"{server.url}gradio_api/call/segment", content=chunks(),
+                         headers={"content-type": "application/json"}, timeout=60)
+    assert chunked.status_code == 413
+    growth = server.process.memory_info().rss - before
+    assert growth < 60 * MB, f"RSS grew {growth / MB:.0f} MB after refused bodies"
+    _normal_request_works(server.url)
+
+
+def test_accepted_payloads_are_not_kept_per_session(server):
+    """Bodies under the limit but refused by the app (not an image), each a new API session: Gradio
+    used to keep every session's input value (the whole data: URL) for up to --max-sessions sessions."""
+    _normal_request_works(server.url)
+    junk = "data:image/png;base64," + base64.b64encode(b"\x89PNG not really" * (3 * MB // 15)).decode()
+    data = [{"url": junk}, "cat", 0.3, 0.2, 0.5, "tiny-random", 5, False]
+    rss = []
+    for index in range(90):  # 4 MB each: 360 MB if they were kept
+        stream = _stream(server.url, _call(server.url, data))
+        assert "event: error" in stream and "image" in stream, stream[-300:]
+        if index in (29, 59, 89):  # past the 16-session cap
+            rss.append(server.process.memory_info().rss)
+    # The heap settles (the app's allocator setting keeps freed memory for reuse, so the first
+    # requests' peaks stay resident); after that it does not grow with the number of payloads.
+    late = rss[2] - rss[1]
+    assert late < 32 * MB, f"RSS grew {late / MB:.0f} MB over requests 60-90: {[r // MB for r in rss]} MB"
+    assert rss[2] - rss[0] < 120 * MB, f"RSS {[r // MB for r in rss]} MB"
+    _normal_request_works(server.url)
