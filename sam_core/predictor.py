@@ -7,7 +7,7 @@ Adapted from Meta's segment_anything/predictor.py (Apache-2.0) with the same API
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,15 +28,17 @@ class ImageEmbedding:
 
     features: 1 x C x h x w in the model's dtype/device (C = prompt_embed_dim, h = w = image_size // 16).
     original_size: (H, W) of the original image. input_size: (h, w) after resize, before padding.
+    high_res_features: SAM 2 only: (1 x C/8 x 4h x 4w, 1 x C/4 x 2h x 2w) decoder skip features.
     """
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    high_res_features: tuple[torch.Tensor, ...] = field(default=())
 
     def nbytes(self) -> int:
-        """Bytes held by the feature tensor."""
-        return self.features.element_size() * self.features.nelement()
+        """Bytes held by the feature tensors (including SAM 2's high-resolution ones)."""
+        return sum(t.element_size() * t.nelement() for t in (self.features, *self.high_res_features))
 
 
 class SamPredictor:
@@ -44,7 +46,11 @@ class SamPredictor:
 
     def __init__(self, sam_model: Sam) -> None:
         self.model = sam_model
-        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        # SAM 2 resizes to a square without keeping the aspect ratio: its model supplies the transform
+        make_transform = getattr(sam_model, "make_input_transform", None)
+        self.transform = (
+            make_transform() if make_transform else ResizeLongestSide(sam_model.image_encoder.img_size)
+        )
         self.reset_image()
 
     # ------------------------------------------------------------------ image
@@ -79,7 +85,11 @@ class SamPredictor:
         self.original_size = original
         self.input_size = (shape[2], shape[3])
         input_image = self.model.preprocess(transformed_image.to(self.device))  # 1 x 3 x S x S float32
-        self.features = self.model.image_encoder(input_image)  # 1 x C x h x w
+        encode = getattr(self.model, "encode_image", None)  # SAM 2: (embedding, high-res features)
+        if encode is None:
+            self.features = self.model.image_encoder(input_image)  # 1 x C x h x w
+        else:
+            self.features, self.high_res_features = encode(input_image)
         self.is_image_set = True
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
@@ -100,8 +110,17 @@ class SamPredictor:
                 f"embedding input_size {tuple(embedding.input_size)} does not match original_size "
                 f"{(H, W)} resized to {input_size}"
             )
+        expected_high_res = 2 if hasattr(self.model, "encode_image") else 0
+        if len(embedding.high_res_features) != expected_high_res:
+            raise ValueError(
+                f"embedding has {len(embedding.high_res_features)} high-resolution feature maps but this "
+                f"model needs {expected_high_res}; was it made by another SAM?"
+            )
         self.reset_image()
         self.features = embedding.features.to(device=self.device, dtype=self.model.dtype)
+        self.high_res_features = tuple(
+            t.to(device=self.device, dtype=self.model.dtype) for t in embedding.high_res_features
+        )
         self.original_size = (int(H), int(W))
         self.input_size = input_size
         self.is_image_set = True
@@ -110,7 +129,7 @@ class SamPredictor:
     def embedding(self) -> ImageEmbedding:
         """The current image's embedding, to cache and later pass to ``set_embedding``."""
         self._require_image("to get its embedding")
-        return ImageEmbedding(self.features, self.original_size, self.input_size)
+        return ImageEmbedding(self.features, self.original_size, self.input_size, self.high_res_features)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's 1 x C x h x w embedding."""
@@ -121,6 +140,7 @@ class SamPredictor:
         """Forget the current image."""
         self.is_image_set = False
         self.features = None
+        self.high_res_features: tuple[torch.Tensor, ...] = ()
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.orig_h = self.orig_w = self.input_h = self.input_w = None  # Meta's attributes
@@ -244,5 +264,6 @@ class SamPredictor:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
+            **({"high_res_features": self.high_res_features} if self.high_res_features else {}),
         )
         return iou_predictions, low_res_masks
