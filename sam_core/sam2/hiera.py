@@ -182,7 +182,7 @@ class Hiera(nn.Module):
         return pos
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """B x 3 x S x S normalised pixels -> [B x S/4 x S/4 x C, ..., B x S/32 x S/32 x 8C], channels-last."""
+        """B x 3 x S x S normalised pixels -> [B x S/4 x S/4 x C, ..., B x S/32 x S/32 x 8C] channels-last."""
         x = self.patch_embed(x)  # B x S/4 x S/4 x C
         x = x + self._get_pos_embed(tuple(x.shape[1:3]), x.dtype)
         outputs = []

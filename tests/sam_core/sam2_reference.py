@@ -105,7 +105,7 @@ def make_reference(folder: Path, seed: int = 0) -> Sam2Reference:
     return Sam2Reference(TEST_CONFIG, hf, folder, sam)
 
 
-def test_image() -> np.ndarray:
+def sample_image() -> np.ndarray:
     """A 90 x 120 RGB uint8 image: a disc on a background, plus noise."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[: IMAGE_HW[0], : IMAGE_HW[1]]
