@@ -118,7 +118,15 @@ class SAM2ImagePredictor:
         out = self._predict(coords, labels, boxes, masks, multimask_output, return_logits)
         return tuple(t.squeeze(0).float().cpu().numpy() for t in out)  # type: ignore[return-value]
 
-    def _prep_prompts(self, point_coords, point_labels, box, mask_logits, normalize_coords):
+    def _prep_prompts(
+        self,
+        point_coords: np.ndarray | None,
+        point_labels: np.ndarray | None,
+        box: np.ndarray | None,
+        mask_logits: np.ndarray | None,
+        normalize_coords: bool,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Numpy prompts -> tensors in the model's input frame (pixels of the S x S square)."""
         hw = self._orig_hw[0]
         size = float(self.model.image_size)
         scale = torch.tensor(
@@ -137,6 +145,8 @@ class SAM2ImagePredictor:
                     f"point_coords {tuple(coords.shape)} and point_labels {tuple(labels.shape)} do not match"
                 )
         if box is not None:
+            if np.asarray(box).shape[-1:] != (4,):
+                raise ValueError(f"box must be 4 or N x 4 xyxy, got shape {np.asarray(box).shape}")
             boxes = torch.as_tensor(np.asarray(box), dtype=torch.float, device=self.device).reshape(-1, 2, 2)
             boxes = (boxes * scale).reshape(-1, 4)  # N x 4
         if mask_logits is not None:
@@ -146,7 +156,15 @@ class SAM2ImagePredictor:
         return coords, labels, boxes, masks
 
     @torch.no_grad()
-    def _predict(self, point_coords, point_labels, boxes, mask_input, multimask_output, return_logits):
+    def _predict(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Prompts in the model's input frame -> (masks B x C x H x W, iou B x C, low-res B x C x m x m)."""
         points = None
         if point_coords is not None:

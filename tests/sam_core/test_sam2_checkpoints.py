@@ -139,3 +139,13 @@ def test_registry_has_every_preset() -> None:
             assert name in sam_model_registry
     assert SAM2_CONFIGS["sam2.1_hiera_large"].stages == (2, 6, 36, 4)
     assert SAM2_CONFIGS["sam2_hiera_base_plus"] == SAM2_CONFIGS["sam2.1_hiera_base_plus"]
+
+
+def test_hf_layout_refuses_differing_fourier_copies(ref: Sam2Reference) -> None:
+    state = {k: v.clone() for k, v in ref.hf.state_dict().items()}
+    state["prompt_encoder.shared_embedding.positional_embedding"] += 1.0
+    with pytest.raises(CheckpointError, match="positional_encoding_gaussian_matrix differ"):
+        hf_to_ours(state, TEST_CONFIG)
+    state = dict(ref.hf.state_dict(), **{"vision_encoder.backbone.extra.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match="vision_encoder.backbone.extra.weight"):
+        hf_to_ours(state, TEST_CONFIG)

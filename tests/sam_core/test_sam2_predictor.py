@@ -109,3 +109,11 @@ def test_embedding_cache_and_errors(model) -> None:
         pred.get_image_embedding()
     with pytest.raises(ValueError, match="max_hole_area"):
         SAM2ImagePredictor(model, max_hole_area=10.0)
+
+
+def test_mask_only_and_bad_box(predictor: SAM2ImagePredictor) -> None:
+    _, _, low_res = predictor.predict(box=BOXES[0], multimask_output=False)
+    masks, iou, _ = predictor.predict(mask_input=low_res, multimask_output=True)  # no sparse tokens (Meta)
+    assert masks.shape == (3, *IMAGE_HW) and iou.shape == (3,)
+    with pytest.raises(ValueError, match="xyxy"):
+        predictor.predict(box=np.zeros((2, 3)))
