@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.cases_sam import _enc_ours, _pixels
+from benchmarks.cases_sam import _enc_ours, _native_low_precision, _pixels
 from benchmarks.context import Context
 from benchmarks.measure import measure
 from benchmarks.weights import SAM2_DIR
@@ -30,18 +30,33 @@ def _run(ctx: Context, name: str, encode: Callable[[torch.Tensor], list[torch.Te
     return {"timing": timing.as_dict()}
 
 
-def _hf(ctx: Context, name: str) -> dict:
-    from transformers import Sam2Model
+def _hf(dtype: torch.dtype) -> Callable[[Context, str], dict]:
+    def run(ctx: Context, name: str) -> dict:
+        from transformers import Sam2Model
 
-    model = Sam2Model.from_pretrained(ctx.workdir / SAM2_DIR, attn_implementation="sdpa").eval()
-    size = model.config.vision_config.backbone_config.image_size[0]
-    return _run(ctx, name, model.get_image_embeddings, size)
+        if dtype != torch.float32:
+            _native_low_precision()
+        folder = ctx.workdir / SAM2_DIR
+        model = Sam2Model.from_pretrained(folder, attn_implementation="sdpa", dtype=dtype).eval()
+        size = model.config.vision_config.backbone_config.image_size[0]
+        return _run(ctx, name, lambda x: model.get_image_embeddings(x.to(dtype)), size)
+
+    return run
 
 
-def _ours(ctx: Context, name: str) -> dict:
+def _ours(dtype: torch.dtype) -> Callable[[Context, str], dict]:
+    def run(ctx: Context, name: str) -> dict:
+        if dtype != torch.float32:
+            _native_low_precision()
+        return _run_ours(ctx, name, dtype)
+
+    return run
+
+
+def _run_ours(ctx: Context, name: str, dtype: torch.dtype) -> dict:
     from sam_core import build_sam
 
-    sam = build_sam("auto", ctx.workdir / SAM2_DIR, device="cpu")
+    sam = build_sam("auto", ctx.workdir / SAM2_DIR, device="cpu", dtype=dtype)
 
     def encode(x: torch.Tensor) -> list[torch.Tensor]:
         embedding, (s0, s1) = sam.encode_image(x)
@@ -51,21 +66,23 @@ def _ours(ctx: Context, name: str) -> dict:
 
 
 SAM2_ENCODER_VARIANTS: dict[str, Callable[[Context, str], dict]] = {
-    "hf-sdpa": _hf,
-    "hf-sdpa+malloc": _hf,  # same, with sam_core.allocator's setting (see worker)
-    "ours-fp32": _ours,
+    "hf-sdpa": _hf(torch.float32),
+    "hf-sdpa+malloc": _hf(torch.float32),  # same, with sam_core.allocator's setting (see worker)
+    "ours-fp32": _ours(torch.float32),
+    "hf-sdpa-bf16": _hf(torch.bfloat16),  # only where the CPU computes bf16 natively
+    "ours-bf16": _ours(torch.bfloat16),
     "ours-sam1-vit_b": _enc_ours(),  # our SAM 1 encoder (ViT-B at full size), for scale
 }
 
 
 def compare_sam2_encoder(ctx: Context, reference: str = "hf-sdpa") -> dict[str, dict[str, float]]:
-    """Max |ours - ref| / max |ref| per feature level, vs the reference."""
+    """Max |variant - ref| / max |ref| per feature level, vs the (fp32) reference."""
     ref = ctx.load(f"sam2_encoder-{reference}")
-    got = ctx.load("sam2_encoder-ours-fp32")
-    if ref is None or got is None:
-        return {}
-    return {
-        "ours-fp32": {
-            f"max_rel_{k}": float((got[k] - ref[k]).abs().max() / ref[k].abs().max()) for k in _LEVELS
-        }
-    }
+    out: dict[str, dict[str, float]] = {}
+    for name in ("ours-fp32", "ours-bf16", "hf-sdpa-bf16"):
+        got = ctx.load(f"sam2_encoder-{name}")
+        if ref is not None and got is not None:
+            out[name] = {
+                f"max_rel_{k}": float((got[k] - ref[k]).abs().max() / ref[k].abs().max()) for k in _LEVELS
+            }
+    return out

@@ -36,7 +36,14 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
         "ours-bf16-emulated",
     ),
     "sam_decoder": ("hf-sdpa", "ours-fp32"),
-    "sam2_encoder": ("hf-sdpa", "hf-sdpa+malloc", "ours-fp32", "ours-sam1-vit_b"),
+    "sam2_encoder": (
+        "hf-sdpa",
+        "hf-sdpa+malloc",
+        "ours-fp32",
+        "hf-sdpa-bf16",
+        "ours-bf16",
+        "ours-sam1-vit_b",
+    ),
     "dino": (
         "hf-eager",
         "hf-eager+malloc",
