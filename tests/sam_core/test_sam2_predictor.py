@@ -117,3 +117,17 @@ def test_mask_only_and_bad_box(predictor: SAM2ImagePredictor) -> None:
     assert masks.shape == (3, *IMAGE_HW) and iou.shape == (3,)
     with pytest.raises(ValueError, match="xyxy"):
         predictor.predict(box=np.zeros((2, 3)))
+
+
+def test_bfloat16_model_runs_and_stays_close(model) -> None:
+    bf16 = build_sam(TEST_CONFIG, device="cpu", seed=0, dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and bf16.pixel_mean.dtype == torch.float32
+    fp32_pred, bf16_pred = SAM2ImagePredictor(model), SAM2ImagePredictor(bf16)
+    for pred in (fp32_pred, bf16_pred):
+        pred.set_image(sample_image())
+    assert bf16_pred.get_image_embedding().dtype == torch.bfloat16
+    _, iou32, low32 = fp32_pred.predict(box=BOXES, multimask_output=True)
+    _, iou16, low16 = bf16_pred.predict(box=BOXES, multimask_output=True)
+    assert low16.dtype == np.float32 and low16.shape == low32.shape
+    assert np.abs(iou16 - iou32).max() < 0.05
+    assert np.abs(low16 - low32).max() < 0.1 * np.abs(low32).max()
