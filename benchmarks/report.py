@@ -14,6 +14,8 @@ DINO_PARITY = 1e-4
 DINO_TOP_K_IOU = 0.99
 DECODER_MS_PER_BOX = 25.0
 RETHRESHOLD_S = 0.1
+SAM2_ENCODER_SPEEDUP = 1.5
+SAM2_PARITY = 1e-4
 
 
 def _median(result: dict | None, *path: str) -> float | None:
@@ -61,6 +63,25 @@ def summarize(cases: dict[str, dict[str, dict]], comparisons: dict[str, dict]) -
         "ours_ms_per_box": {k: v.get("per_box_ms") for k, v in (dec or {}).items() if isinstance(v, dict)},
         "target": f"one call for all boxes, <= {DECODER_MS_PER_BOX} ms per box at 32 boxes",
         "met": None if per_box is None else per_box <= DECODER_MS_PER_BOX,
+    }
+
+    sam2 = cases.get("sam2_encoder", {})
+    sam2_speed = _speedups(sam2, "hf-sdpa").get("ours-fp32")
+    bf16_speed = _speedups(sam2, "hf-sdpa-bf16").get("ours-bf16")
+    sam2_parity = comparisons.get("sam2_encoder", {}).get("ours-fp32", {})
+    summary["sam2_encoder"] = {
+        "speedup_vs_hf_sdpa": _speedups(sam2, "hf-sdpa"),
+        "speedup_bf16_vs_hf_sdpa_bf16": bf16_speed,
+        "speedup_vs_hf_sdpa_same_allocator": _speedups(sam2, "hf-sdpa+malloc"),
+        "speedup_vs_ours_sam1_vit_b": _speedups(sam2, "ours-sam1-vit_b"),
+        "fp32_parity": sam2_parity,
+        "target": (
+            f"sam2.1_hiera_tiny encoder >= {SAM2_ENCODER_SPEEDUP}x vs transformers Sam2Model in the same "
+            "dtype (met: fp32; bf16_met: bf16)"
+        ),
+        "met": None if sam2_speed is None else sam2_speed >= SAM2_ENCODER_SPEEDUP,
+        "bf16_met": None if bf16_speed is None else bf16_speed >= SAM2_ENCODER_SPEEDUP,
+        "parity_met": None if not sam2_parity else max(sam2_parity.values()) <= SAM2_PARITY,
     }
 
     dino = cases.get("dino", {})

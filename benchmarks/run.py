@@ -38,6 +38,14 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
         "ours-hq_vit_b-fp32",
     ),
     "sam_decoder": ("hf-sdpa", "ours-fp32", "ours-vit_t-fp32", "ours-hq_vit_b-fp32"),
+    "sam2_encoder": (
+        "hf-sdpa",
+        "hf-sdpa+malloc",
+        "ours-fp32",
+        "hf-sdpa-bf16",
+        "ours-bf16",
+        "ours-sam1-vit_b",
+    ),
     "dino": (
         "hf-eager",
         "hf-eager+malloc",
@@ -53,12 +61,14 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
 QUICK_VARIANTS: dict[str, tuple[str, ...]] = {
     "sam_encoder": ("hf-eager", "ours-fp32", "ours-int8"),
     "sam_decoder": ("hf-sdpa", "ours-fp32"),
+    "sam2_encoder": ("hf-sdpa", "ours-fp32", "ours-sam1-vit_b"),
     "dino": ("hf-eager", "hf-default", "ours-fp32"),
     "e2e": ("ours-fp32",),
 }
 _COMPARE = {
     "sam_encoder": ("benchmarks.cases_sam", "compare_encoder"),
     "sam_decoder": ("benchmarks.cases_sam", "compare_decoder"),
+    "sam2_encoder": ("benchmarks.cases_sam2", "compare_sam2_encoder"),
     "dino": ("benchmarks.cases_dino", "compare_dino"),
 }
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SAM_DIR", "DINO_DIR", "prepare_weights", "dino_config", "sam_config"]
+__all__ = ["SAM_DIR", "SAM2_DIR", "DINO_DIR", "prepare_weights", "dino_config", "sam_config", "sam2_config"]
 
 SAM_DIR = "hf_sam"
+SAM2_DIR = "hf_sam2"
 DINO_DIR = "hf_dino"
 _BERT_VOCAB_SIZE = 30522
 
@@ -55,6 +56,39 @@ def sam_config(size: str):
             "num_attention_heads": 2,
             "iou_head_hidden_dim": 32,
             "layer_norm_eps": 1e-5,
+        },
+    )
+
+
+def sam2_config(size: str):
+    """transformers ``Sam2Config``: library defaults (= sam2.1-hiera-tiny) or a toy config."""
+    from transformers import Sam2Config
+
+    if size == "full":
+        return Sam2Config()
+    return Sam2Config(
+        vision_config={
+            "backbone_config": {
+                "model_type": "sam2_hiera_det_model",
+                "hidden_size": 16,
+                "image_size": [128, 128],
+                "blocks_per_stage": [1, 2, 2, 1],
+                "embed_dim_per_stage": [16, 32, 64, 128],
+                "num_attention_heads_per_stage": [1, 2, 4, 8],
+                "window_size_per_stage": [4, 2, 4, 2],
+                "global_attention_blocks": [4],
+                "window_positional_embedding_background_size": [3, 3],
+            },
+            "backbone_channel_list": [128, 64, 32, 16],
+            "backbone_feature_sizes": [[32, 32], [16, 16], [8, 8]],
+            "fpn_hidden_size": 32,
+        },
+        prompt_encoder_config={"hidden_size": 32, "image_size": 128},
+        mask_decoder_config={
+            "hidden_size": 32,
+            "mlp_dim": 64,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
         },
     )
 
@@ -110,7 +144,7 @@ def _randomize_sam_(model: torch.nn.Module, seed: int) -> None:
             param.copy_(0.1 * noise)
         elif name.endswith("bias"):
             param.copy_(0.02 * noise)
-        elif "layer_norm" in name or "norm" in name.split(".")[-2]:
+        elif "layer_norm" in name or "norm" in (name.split(".")[-2] if "." in name else ""):
             param.copy_(1 + 0.1 * noise)
         elif param.ndim >= 2:
             param.copy_(noise / math.sqrt(param[0].numel()))
@@ -167,6 +201,17 @@ def prepare_weights(workdir: Path, *, size: str = "full", seed: int = 0) -> dict
     sam.save_pretrained(workdir / SAM_DIR)
     del sam
 
+    from transformers import Sam2Model
+
+    sam2 = Sam2Model(sam2_config(size)).eval()
+    _randomize_sam_(sam2, seed)
+    with torch.no_grad():  # one random Fourier matrix (Sam2Model keeps two copies of Meta's one)
+        sam2.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            sam2.shared_image_embedding.positional_embedding
+        )
+    sam2.save_pretrained(workdir / SAM2_DIR)
+    del sam2
+
     dino_dir = workdir / DINO_DIR
     vocab_size = _BERT_VOCAB_SIZE if size == "full" else len(_bert_vocab(0))
     _save_tokenizer(dino_dir, vocab_size)
@@ -179,4 +224,4 @@ def prepare_weights(workdir: Path, *, size: str = "full", seed: int = 0) -> dict
         else {"shortest_edge": 128, "longest_edge": 213}
     )
     GroundingDinoImageProcessor(size=edge).save_pretrained(dino_dir)
-    return {"sam": str(workdir / SAM_DIR), "dino": str(dino_dir)}
+    return {"sam": str(workdir / SAM_DIR), "sam2": str(workdir / SAM2_DIR), "dino": str(dino_dir)}

@@ -25,17 +25,19 @@ def _cases() -> dict[str, dict[str, Callable]]:
     from benchmarks.cases_dino import DINO_VARIANTS
     from benchmarks.cases_e2e import E2E_VARIANTS
     from benchmarks.cases_sam import DECODER_VARIANTS, ENCODER_VARIANTS
+    from benchmarks.cases_sam2 import SAM2_ENCODER_VARIANTS
     from benchmarks.cases_sam_variants import VARIANT_DECODERS, VARIANT_ENCODERS
 
     return {
         "sam_encoder": {**ENCODER_VARIANTS, **VARIANT_ENCODERS},  # + MobileSAM / SAM-HQ (speed only)
         "sam_decoder": {**DECODER_VARIANTS, **VARIANT_DECODERS},
+        "sam2_encoder": SAM2_ENCODER_VARIANTS,
         "dino": DINO_VARIANTS,
         "e2e": E2E_VARIANTS,
     }
 
 
-CASES = ("sam_encoder", "sam_decoder", "dino", "e2e")
+CASES = ("sam_encoder", "sam_decoder", "sam2_encoder", "dino", "e2e")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,16 +19,21 @@ from .config import SAM_CONFIGS, SamConfig, TinyViTConfig
 from .device import resolve_device
 from .predictor import ImageEmbedding, SamPredictor
 from .sam import Sam
+from .sam2 import SAM2_CONFIGS, Sam2, Sam2Config, SAM2ImagePredictor
 from .transforms import ResizeLongestSide
 
 __all__ = [
     "CheckpointError",
     "ImageEmbedding",
     "ResizeLongestSide",
+    "SAM2ImagePredictor",
+    "SAM2_CONFIGS",
     "SAM_CONFIGS",
     "Sam",
     "SamConfig",
     "SamPredictor",
+    "Sam2",
+    "Sam2Config",
     "TinyViTConfig",
     "build_sam",
     "build_sam_vit_b",

@@ -18,6 +18,9 @@ from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
+from .sam2.build import SAM2_REGISTRY, build_sam2, is_sam2_model_type
+from .sam2.config import Sam2Config
+from .sam2.model import Sam2
 from .tiny_vit import TinyViT
 from .transformer import TwoWayTransformer
 
@@ -35,13 +38,13 @@ _ALIASES = {"default": "vit_h"}  # Meta's registry: "default" is ViT-H
 
 
 def build_sam(
-    model_type: str | SamConfig = "default",
+    model_type: str | SamConfig | Sam2Config = "default",
     checkpoint: str | os.PathLike | None = None,
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     seed: int | None = None,
-) -> Sam:
+) -> Sam | Sam2:
     """A SAM in eval mode on ``device`` (None: cuda > mps > cpu) running in ``dtype``.
 
     ``dtype``: None -> float32; ``"auto"`` -> bf16 where the device computes it natively, else float32
@@ -56,7 +59,12 @@ def build_sam(
             (config.json + model.safetensors) or a Hub id like "facebook/sam-vit-base"; None for random
             weights. Loading is strict (``CheckpointError`` names missing/unexpected/mis-shaped keys).
         seed: makes the random initialisation deterministic (without touching the global RNG).
+
+    SAM 2 names ("sam2.1_hiera_tiny", ...), a ``Sam2Config`` or "auto" with a SAM 2 config.json
+    build a ``Sam2`` through ``sam_core.sam2.build_sam2``.
     """
+    if is_sam2_model_type(model_type, checkpoint):
+        return build_sam2(model_type, checkpoint, device=device, dtype=dtype, seed=seed)
     config = _resolve_config(model_type, checkpoint)
     target_device = resolve_device(device)
     target_dtype = resolve_dtype(dtype, target_device)
@@ -164,7 +172,7 @@ build_sam_vit_l = _registry_builder("vit_l")
 build_sam_vit_b = _registry_builder("vit_b")
 build_sam_vit_t = _registry_builder("vit_t")  # MobileSAM
 
-sam_model_registry: dict[str, Callable[..., Sam]] = {
+sam_model_registry: dict[str, Callable[..., Sam | Sam2]] = {
     "default": build_sam_vit_h,
     "vit_h": build_sam_vit_h,
     "vit_l": build_sam_vit_l,
@@ -172,4 +180,5 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     # MobileSAM (its own registry key) and SAM-HQ
     "vit_t": build_sam_vit_t,
     **{name: _registry_builder(name) for name in ("hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_tiny")},
+    **SAM2_REGISTRY,  # "sam2.1_hiera_tiny", ..., "sam2_hiera_large"
 }

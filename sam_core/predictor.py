@@ -8,7 +8,7 @@ Adapted from Meta's segment_anything/predictor.py (Apache-2.0) with the same API
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,18 +35,19 @@ class ImageEmbedding:
     early_features: SAM-HQ only: 1 x h' x w' x Ce, the encoder's early features (channels last; the
     ViT's tokens after its first global-attention block, or TinyViT's first attention stage); None
     for other models.
+    high_res_features: SAM 2 only: (1 x C/8 x 4h x 4w, 1 x C/4 x 2h x 2w) decoder skip features.
     """
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
     early_features: torch.Tensor | None = None
+    high_res_features: tuple[torch.Tensor, ...] = field(default=())
 
     def nbytes(self) -> int:
-        """Bytes held by the feature tensors (the early features included)."""
-        return sum(
-            t.element_size() * t.nelement() for t in (self.features, self.early_features) if t is not None
-        )
+        """Bytes held by the feature tensors (SAM-HQ's early and SAM 2's high-resolution ones included)."""
+        tensors = (self.features, self.early_features, *self.high_res_features)
+        return sum(t.element_size() * t.nelement() for t in tensors if t is not None)
 
 
 class SamPredictor:
@@ -54,7 +55,11 @@ class SamPredictor:
 
     def __init__(self, sam_model: Sam) -> None:
         self.model = sam_model
-        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        # SAM 2 resizes to a square without keeping the aspect ratio: its model supplies the transform
+        make_transform = getattr(sam_model, "make_input_transform", None)
+        self.transform = (
+            make_transform() if make_transform else ResizeLongestSide(sam_model.image_encoder.img_size)
+        )
         self.reset_image()
 
     # ------------------------------------------------------------------ image
@@ -89,7 +94,10 @@ class SamPredictor:
         self.original_size = original
         self.input_size = (shape[2], shape[3])
         input_image = self.model.preprocess(transformed_image.to(self.device))  # 1 x 3 x S x S float32
-        if self.model.is_hq:
+        encode = getattr(self.model, "encode_image", None)  # SAM 2: (embedding, high-res features)
+        if encode is not None:
+            self.features, self.high_res_features = encode(input_image)
+        elif self.model.is_hq:
             # 1 x C x h x w, 1 x h' x w' x Ce
             self.features, self.early_features = self.model.image_encoder(input_image, return_early=True)
         else:
@@ -128,10 +136,19 @@ class SamPredictor:
                 f"embedding input_size {tuple(embedding.input_size)} does not match original_size "
                 f"{(H, W)} resized to {input_size}"
             )
+        expected_high_res = 2 if hasattr(self.model, "encode_image") else 0
+        if len(embedding.high_res_features) != expected_high_res:
+            raise ValueError(
+                f"embedding has {len(embedding.high_res_features)} high-resolution feature maps but this "
+                f"model needs {expected_high_res}; was it made by another SAM?"
+            )
         self.reset_image()
         self.features = embedding.features.to(device=self.device, dtype=self.model.dtype)
         if early is not None:
             self.early_features = early.to(device=self.device, dtype=self.model.dtype)
+        self.high_res_features = tuple(
+            t.to(device=self.device, dtype=self.model.dtype) for t in embedding.high_res_features
+        )
         self.original_size = (int(H), int(W))
         self.input_size = input_size
         self.is_image_set = True
@@ -140,7 +157,8 @@ class SamPredictor:
     def embedding(self) -> ImageEmbedding:
         """The current image's embedding, to cache and later pass to ``set_embedding``."""
         self._require_image("to get its embedding")
-        return ImageEmbedding(self.features, self.original_size, self.input_size, self.early_features)
+        return ImageEmbedding(self.features, self.original_size, self.input_size, self.early_features,
+                              self.high_res_features)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's 1 x C x h x w embedding."""
@@ -153,6 +171,7 @@ class SamPredictor:
         self.features = None
         self.early_features: torch.Tensor | None = None  # SAM-HQ only
         self._hq_features: torch.Tensor | None = None  # SAM-HQ: computed at the first decode, per image
+        self.high_res_features: tuple[torch.Tensor, ...] = ()
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.orig_h = self.orig_w = self.input_h = self.input_w = None  # Meta's attributes
@@ -324,12 +343,13 @@ class SamPredictor:
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
             **self._hq_arguments(hq_token_only),
+            **({"high_res_features": self.high_res_features} if self.high_res_features else {}),
         )
         return iou_predictions, low_res_masks
 
     def _hq_arguments(self, hq_token_only: bool) -> dict[str, object]:
         """SAM-HQ's extra decoder inputs (its per-image HQ features are computed once); {} for SAM."""
-        if not self.model.is_hq:
+        if not getattr(self.model, "is_hq", False):  # SAM 1 and SAM 2
             return {}
         if self._hq_features is None:
             self._hq_features = self.model.mask_decoder.hq_features(self.features, self.early_features)

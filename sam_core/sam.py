@@ -181,7 +181,7 @@ class Sam(nn.Module):
 
 def check_hq_token_only(sam: Sam, hq_token_only: bool) -> None:
     """ValueError when ``hq_token_only=True`` is asked of a model without SAM-HQ's HQ token."""
-    if hq_token_only and not sam.is_hq:
+    if hq_token_only and not getattr(sam, "is_hq", False):
         raise ValueError(
             "hq_token_only=True needs a SAM-HQ model (model_type 'hq_vit_b', 'hq_vit_l', 'hq_vit_h' or "
             "'hq_vit_tiny'); this SAM has no HQ output token. Drop hq_token_only or load SAM-HQ weights."

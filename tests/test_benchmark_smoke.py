@@ -26,7 +26,7 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path, capsys) -> None:
     assert code == 0
     report = json.loads(out.read_text())
     cases, comparisons, summary = report["cases"], report["comparisons"], report["summary"]
-    assert set(cases) == {"sam_encoder", "sam_decoder", "dino", "e2e"}
+    assert set(cases) == {"sam_encoder", "sam_decoder", "sam2_encoder", "dino", "e2e"}
     assert report["machine"]["cpu_capability"] and "native_bf16" in report["machine"]
 
     # SAM encoder: reference and ours timed; same weights -> same embedding.
@@ -40,6 +40,9 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path, capsys) -> None:
     for name in ("ours-vit_t-fp32", "ours-hq_vit_b-fp32"):
         assert cases["sam_encoder"][name]["timing"]["median_s"] > 0
         assert cases["sam_decoder"][name]["boxes_32"]["per_box_ms"] > 0
+    # SAM 2 encoder: transformers' Sam2Model and ours on the same weights, same features.
+    assert cases["sam2_encoder"]["ours-fp32"]["timing"]["median_s"] > 0
+    assert summary["sam2_encoder"]["parity_met"] is True
     # Grounding DINO: fast path vs transformers on identical inputs, and top-box agreement.
     parity = comparisons["dino"]["ours-fp32"]
     assert parity["reference"] == "hf-default"

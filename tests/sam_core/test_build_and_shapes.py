@@ -69,7 +69,10 @@ def test_vit_b_encoder_output_shape_at_1024() -> None:
 
 
 def test_registry_and_seeds() -> None:
-    assert {"default", "vit_h", "vit_l", "vit_b"} <= set(sam_model_registry)  # + variants (test_variants_*)
+    sam1 = {"default", "vit_h", "vit_l", "vit_b"}
+    assert sam1 <= set(sam_model_registry)
+    sam2 = {f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("tiny", "small", "base_plus", "large")}
+    assert {k for k in sam_model_registry if k.startswith("sam2")} == sam2
     assert sam_model_registry["default"] is sam_model_registry["vit_h"]
     state = torch.random.get_rng_state()
     a = build_sam("tiny", seed=1, device="cpu")
