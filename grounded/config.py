@@ -56,7 +56,8 @@ class SamSpec:
     """Which SAM to build and where its weights come from.
 
     ``model_type`` is a ``sam_core.SAM_CONFIGS`` key (``vit_b``/``vit_l``/``vit_h``, ``vit_t``
-    (MobileSAM), ``hq_vit_b``/``hq_vit_l``/``hq_vit_h``/``hq_vit_tiny`` (SAM-HQ), ``tiny``).
+    (MobileSAM), ``hq_vit_b``/``hq_vit_l``/``hq_vit_h``/``hq_vit_tiny`` (SAM-HQ),
+    ``sam2.1_hiera_{tiny,small,base_plus,large}`` and ``sam2_hiera_*`` (SAM 2), ``tiny``).
     ``checkpoint`` is a released weights file (Meta's/SysCV's ``.pth``, ``mobile_sam.pt``), a Hugging
     Face SAM folder, a Hub id, or ``hf://OWNER/REPO/FILE``; ``None`` means random initialisation,
     which only the untrained ``tiny`` architecture is allowed to use.
@@ -143,6 +144,10 @@ SAM_PRESETS: dict[str, SamSpec] = {
     "hq_vit_l": SamSpec("hq_vit_l", "syscv-community/sam-hq-vit-large"),
     "hq_vit_h": SamSpec("hq_vit_h", "syscv-community/sam-hq-vit-huge"),
     "hq_vit_tiny": SamSpec("hq_vit_tiny", "hf://lkeab/hq-sam/sam_hq_vit_tiny.pth"),
+    # SAM 2.1 (Hiera) image models: transformers' Sam2Model folders of Meta's Hub repositories.
+    **{f"sam2.1_hiera_{size}": SamSpec(f"sam2.1_hiera_{size}", f"facebook/sam2.1-hiera-{repo}")
+       for size, repo in (("tiny", "tiny"), ("small", "small"), ("base_plus", "base-plus"),
+                          ("large", "large"))},
     TINY_RANDOM: SamSpec("tiny", None),
 }
 
@@ -159,6 +164,8 @@ PIPELINE_PRESETS: dict[str, PipelineConfig] = {
     "fast": PipelineConfig(name="fast", sam=SAM_PRESETS["vit_t"]),
     # Finer masks (hair, thin structures): Grounding DINO-T + SAM-HQ ViT-B.
     "hq": PipelineConfig(name="hq", sam=SAM_PRESETS["hq_vit_b"]),
+    # SAM 2.1: Grounding DINO-T + SAM 2.1 Hiera-T (Grounded-SAM-2's pairing at its smallest).
+    "sam2": PipelineConfig(name="sam2", sam=SAM_PRESETS["sam2.1_hiera_tiny"]),
     # Untrained tiny architectures built in-process from a fixed seed: tests and offline smoke runs.
     TINY_RANDOM: PipelineConfig(
         name=TINY_RANDOM,

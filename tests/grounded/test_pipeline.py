@@ -338,3 +338,20 @@ def test_auto_dtype_is_decided_per_model_and_int8_is_an_opt_in_config(monkeypatc
     assert pipe.describe()["sam"]["dtype"] == "int8" and pipe.describe()["detector"]["dtype"] == "int8"
     quantized = [m for m in pipe.sam.image_encoder.modules() if "quantized" in type(m).__module__]
     assert quantized, "the SAM encoder's linears are int8"
+
+
+def test_the_pipeline_runs_a_sam2_model_like_sam1(pipe, image):
+    """Grounding DINO boxes prompt a SAM 2 model through the same pipeline: one decoder call for all
+    boxes, masks equal to SAM2ImagePredictor's on the same boxes, cached embedding for new thresholds."""
+    from sam_core import SAM2ImagePredictor, build_sam
+
+    sam2 = build_sam("sam2_test", device="cpu", seed=0)
+    p = GroundedSAM(pipe.detector, sam2, config=pipe.config)
+    det = p.predict(image, PROMPT, **LOW, max_detections=6, nms_iou=1.0)
+    assert len(det) > 1 and p.stats.sam_decoder_calls == 1 and p.stats.sam_encoder_calls == 1
+    predictor = SAM2ImagePredictor(sam2)
+    predictor.set_image(image)
+    masks, _, _ = predictor.predict(box=det.xyxy, multimask_output=False)  # N x 1 x H x W
+    assert (masks[:, 0].astype(bool) == det.mask).mean() >= 0.999
+    p.predict(image, PROMPT, box_threshold=0.1, text_threshold=0.1, max_detections=6)
+    assert p.stats.sam_encoder_calls == 1 and p.describe()["sam"]["dtype"] == "float32"
