@@ -29,7 +29,12 @@ from starlette.middleware import Middleware
 from grounded.io.annotate import annotate
 from grounded.pipeline import GroundedSAM
 from grounded.web import service
-from grounded.web.gradio_patches import fix_temp_file_sweep, limit_stored_input_values
+from grounded.web.gradio_patches import (
+    API_DEFAULTS,
+    fill_missing_api_inputs,
+    fix_temp_file_sweep,
+    limit_stored_input_values,
+)
 from grounded.web.limits import BodyLimitMiddleware, body_limit_for
 from grounded.web.service import PipelineProvider, SegmentOptions
 from grounded.web.sessions import Session, SessionStore
@@ -149,10 +154,11 @@ def build_demo(
     known = provider.config(provider.default)
     fix_temp_file_sweep()
     limit_stored_input_values()
+    fill_missing_api_inputs()
     defaults = SegmentOptions.from_config(known or provider.get().config)
 
     def options(box: float, text: float, nms: float, max_det: float, multimask: bool) -> SegmentOptions:
-        return SegmentOptions(box, text, nms, max_det, bool(multimask))
+        return SegmentOptions(box, text, nms, max_det, multimask)  # validated strictly there
 
     def new_session(image: Any, prompt: str, preset: str, opts: SegmentOptions) -> Session:
         source = service.resolve_image(image, upload_dir=upload_dir, max_bytes=max_file_size)
@@ -245,6 +251,10 @@ def build_demo(
         session = new_session(image, prompt, preset, opts)  # not stored: an API call keeps no state
         return annotate(session.image, session.detections), service.result_json(session)
 
+    # Raw HTTP callers may send only [image, prompt]: the rest default to the page's defaults.
+    setattr(segment_api, API_DEFAULTS, [None, "", defaults.box_threshold, defaults.text_threshold,
+                                        defaults.nms_iou, provider.default, defaults.max_detections,
+                                        defaults.multimask])
     untrained = known is not None and known.untrained
     with gr.Blocks(title="Grounded SAM", delete_cache=(600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(_INTRO)

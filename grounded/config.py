@@ -115,9 +115,9 @@ class PipelineConfig:
         if self.nms_iou is not None and not 0.0 <= self.nms_iou <= 1.0:
             raise ValueError(f"nms_iou must be in [0, 1] or null, got {self.nms_iou}")
         if self.max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1, got {self.max_detections}")
+            raise ValueError(f"max_detections must be at least 1, got {self.max_detections}")
         if self.max_pixels < 1 or self.cache_bytes < 0:
-            raise ValueError("max_pixels must be >= 1 and cache_bytes >= 0")
+            raise ValueError("max_pixels must be at least 1 and cache_bytes at least 0")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 

@@ -13,7 +13,9 @@ _RETRIES = 5
 # it still needs the patch when the pin moves.
 _SWEEP_RACE = ("6.0.0", "6.31.0")
 
-__all__ = ["fix_temp_file_sweep", "limit_stored_input_values"]
+__all__ = ["API_DEFAULTS", "fill_missing_api_inputs", "fix_temp_file_sweep", "limit_stored_input_values"]
+
+API_DEFAULTS = "_grounded_api_defaults"  # attribute of an event function: defaults for its inputs
 
 
 def has_sweep_race(version: str) -> bool:
@@ -106,3 +108,29 @@ def _size_at_least(value: Any, limit: int) -> bool:
         if total >= limit:
             return True
     return False
+
+
+def fill_missing_api_inputs() -> bool:
+    """Let raw HTTP callers leave out an endpoint's optional trailing inputs.
+
+    Gradio refuses a call with fewer values than the event has inputs (and, with ``show_error=False``,
+    says only ``{"error": null}``). An event function that carries ``API_DEFAULTS`` (a list, one value
+    per input) gets the missing trailing values filled from it, as ``gradio_client`` fills them for its
+    users. Idempotent; returns whether it is in place.
+    """
+    from gradio.blocks import Blocks
+
+    original = Blocks.validate_inputs
+    if getattr(original, "_grounded_sam_fill", False):
+        return True
+
+    @functools.wraps(original)
+    def validate(self: Any, block_fn: Any, inputs: list[Any]) -> Any:
+        defaults = getattr(block_fn.fn, API_DEFAULTS, None)
+        if defaults is not None and isinstance(inputs, list) and len(inputs) < len(defaults):
+            inputs.extend(defaults[len(inputs) :])
+        return original(self, block_fn, inputs)
+
+    validate._grounded_sam_fill = True  # type: ignore[attr-defined]
+    Blocks.validate_inputs = validate
+    return True

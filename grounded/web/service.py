@@ -21,6 +21,7 @@ import binascii
 import dataclasses
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -46,7 +47,7 @@ from grounded.web.sessions import Click, Session
 
 __all__ = [
     "MAX_DETECTIONS_LIMIT", "TABLE_HEADERS", "Click", "PipelineProvider", "PresetUnavailableError",
-    "SegmentOptions", "Session",
+    "SegmentOptions", "Session", "parse_bool",
     "add_click", "annotated_value", "image_name_of", "instance_choices", "overlay_with_clicks", "refilter",
     "reset_instance", "resolve_image", "result_json", "segment", "table_rows", "write_bundle",
 ]
@@ -121,15 +122,17 @@ class SegmentOptions:
     multimask: bool = False
 
     def __post_init__(self) -> None:
+        # Strict: HTTP clients send JSON, where true is not 1 and "no" is not True.
         for name in ("box_threshold", "text_threshold", "nms_iou"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-        count = self.max_detections
-        if isinstance(count, bool) or not isinstance(count, (int, float)) or count != int(count) or count < 1:
-            raise ValueError(f"max_detections must be a whole number >= 1, got {count!r}")
+            value = _number(name, getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
+        count = _number("max_detections", self.max_detections)
+        if count != int(count) or count < 1:
+            raise ValueError(f"max_detections must be a whole number of at least 1, got {count!r}")
         if count > MAX_DETECTIONS_LIMIT:  # each detection is a full H x W mask: a client can't lift this
             raise ValueError(f"max_detections is {count:g}; the limit is {MAX_DETECTIONS_LIMIT}")
+        object.__setattr__(self, "multimask", parse_bool("multimask", self.multimask))
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> SegmentOptions:
@@ -141,6 +144,28 @@ class SegmentOptions:
         return {"box_threshold": float(self.box_threshold), "text_threshold": float(self.text_threshold),
                 "nms_iou": float(self.nms_iou), "max_detections": int(self.max_detections),
                 "multimask": bool(self.multimask)}
+
+
+def _number(name: str, value: Any) -> float:
+    """A finite int or float (not a bool, not a string), or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large to be a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    """``True``/``False`` (or the JSON-ish strings "true"/"false"), else a ValueError naming ``name``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------- pipelines

@@ -5,6 +5,7 @@ serving. Bounded: a fixed number of requests, each with a timeout."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -65,6 +66,30 @@ def test_oversized_json_bodies_are_refused_before_they_are_read_and_leave_nothin
     growth = server.process.memory_info().rss - before
     assert growth < 60 * MB, f"RSS grew {growth / MB:.0f} MB after refused bodies"
     _normal_request_works(server.url)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (["cat", 0.3, 0.2, 0.5, "tiny-random", 5, "no"], "multimask must be true or false, got 'no'"),
+    (["cat", True, 0.2, 0.5, "tiny-random", 5, False], "box_threshold must be a number, got bool True"),
+    (["cat", 0.3, 0.2, 0.5, "tiny-random", 1e309, False], "max_detections must be a finite number"),
+    (["cat", 0.3, 0.2, 0.5, "tiny-random", 10**400, False], "max_detections is too large to be a number"),
+    (["cat", 0.3, 0.2, 0.5, "tiny-random", 0, False], "max_detections must be a whole number of at least 1"),
+])
+def test_bad_parameters_get_a_specific_plain_text_message(server, values, message):
+    image = {"url": data_url(png_bytes(random_rgb(8, 30, 40)))}
+    response = httpx.post(f"{server.url}gradio_api/call/segment", timeout=60,
+                          content=json.dumps({"data": [image, *values]}).replace("Infinity", "1e309"),
+                          headers={"content-type": "application/json"})
+    stream = _stream(server.url, response)
+    assert "event: error" in stream and message in stream, stream[-400:]
+    assert "&gt;" not in stream and "&lt;" not in stream and "&#" not in stream
+
+
+def test_a_raw_call_with_only_image_and_prompt_uses_the_defaults(server):
+    image = {"url": data_url(png_bytes(random_rgb(9, 40, 56)))}
+    stream = _stream(server.url, _call(server.url, [image, "cat. dog"]))
+    assert "event: complete" in stream, stream[-500:]
+    assert '"classes": ["cat", "dog"]' in stream.replace("\\", "")
 
 
 def test_accepted_payloads_are_not_kept_per_session(server):
