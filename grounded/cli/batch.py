@@ -46,7 +46,7 @@ from grounded.io.annotate import annotate
 from grounded.io.export import CocoBuilder, detections_from_dict, detections_to_dict, save_mask_png
 from grounded.io.files import atomic_write_bytes, label_slug, save_png
 from grounded.io.images import load_image
-from grounded.io.sources import ImageSource
+from grounded.io.sources import ImageSource, shown
 
 __all__ = [
     "FORMATS",
@@ -167,7 +167,7 @@ def _process_one(pipe: Any, image: ImageSource, out: Path, options: BatchOptions
     except (ValueError, RuntimeError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
         result.failed.append((image.name, reason))
-        logger.warning("skipping %s: %s", image.name, reason)
+        logger.warning("skipping %s: %s", shown(image.name), shown(reason))
         return
     stem = _claim_stem(image, claimed)
     record = _write_outputs(out, image, stem, rgb.shape[:2], detections, overlay, options)

@@ -31,7 +31,7 @@ from grounded.cli.batch import (
 )
 from grounded.config import SAM_PRESETS, load_config
 from grounded.detectors.prompt import parse_prompt
-from grounded.io.sources import SourceError, expand_sources, parse_shard, select_shard
+from grounded.io.sources import SourceError, expand_sources, parse_shard, select_shard, shown
 
 __all__ = ["build_parser", "main"]
 
@@ -159,7 +159,7 @@ def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     attempted = result.selected - result.already_done
     if result.failed:
         lines = [f"skipped {len(result.failed)} of {attempted} images:"]
-        lines += [f"  {name}: {reason}" for name, reason in result.failed]
+        lines += [f"  {shown(name)}: {shown(reason)}" for name, reason in result.failed]
         print("\n".join(lines), file=sys.stderr)
     if result.exit_code != EXIT_OK:
         print(f"grounded-sam predict: error: none of the {attempted} images could be processed",
@@ -201,7 +201,7 @@ def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"grounded-sam eval: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
     for name, reason in report.skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
+        print(f"skipped {shown(name)}: {shown(reason)}", file=sys.stderr)
     if pipe.is_untrained:
         print("note: the model is untrained (tiny-random); these numbers are meaningless", file=sys.stderr)
     print(report.format_table())

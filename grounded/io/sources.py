@@ -34,6 +34,7 @@ __all__ = [
     "parse_shard",
     "select_shard",
     "shard_of",
+    "shown",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -121,8 +122,12 @@ def _walk_folder(folder: Path, *, root: Path, excluded: tuple[Path, ...]) -> lis
         )
         for filename in sorted(filenames):
             file = current / filename
-            if not filename.startswith(".") and _is_image_name(filename) and file.is_file():
+            if filename.startswith(".") or not _is_image_name(filename):
+                continue
+            if file.is_file():
                 images.append(ImageSource(name=_name(file, root), path=file.resolve()))
+            elif file.is_symlink():  # dangling or looping: kept, so the skip report names it
+                images.append(ImageSource(name=_name(file, root), path=Path(os.path.abspath(file))))
     return images
 
 
@@ -140,6 +145,12 @@ def _expand_glob(pattern: Path, *, excluded: tuple[Path, ...], list_root: Path |
         elif match.is_file() and _is_image_name(match.name):
             images.append(ImageSource(name=_name(match, root), path=match.resolve()))
     return images
+
+
+def shown(name: str) -> str:
+    """A file name for a terminal line: as is when printable, else Python-escaped (``repr``), so a
+    name holding a newline or a control character cannot forge report lines."""
+    return name if name.isprintable() else repr(name)
 
 
 def _read_list(list_file: Path, *, excluded: tuple[Path, ...]) -> list[ImageSource]:

@@ -189,3 +189,21 @@ def test_missing_source_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", "--help"]) == 0
     assert "--shard I/N" in capsys.readouterr().out
+
+
+def test_symlink_loops_and_control_characters_are_reported_escaped(tmp_path: Path, shared_pipeline: Any,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "good.png", 1)
+    (folder / "loop.png").symlink_to("loop.png")  # a symlink to itself: unreadable
+    (folder / "missing.png").symlink_to("nowhere.png")  # dangling
+    (folder / "forged\nskipped 0 of 0 images:.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "-p", "cat", "-o", str(out), *MODEL]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 3 of 4 images:" in err
+    assert "  loop.png: " in err and "  missing.png: " in err
+    assert "'forged\\nskipped 0 of 0 images:.png'" in err  # repr-escaped: one line, visibly quoted
+    assert "\nskipped 0 of 0 images:" not in err  # the crafted name forged no report line
+    assert [r["path"] for r in read_records(out)] == ["good.png"]
