@@ -34,7 +34,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "image_content_hash", "load_image"]
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "ImageError", "image_content_hash", "load_image"]
 
 DEFAULT_MAX_PIXELS = 40_000_000
 """Default pixel limit (W * H): 40 MP covers phone and DSLR photos (a 45 MP camera needs
@@ -43,6 +43,11 @@ DEFAULT_MAX_PIXELS = 40_000_000
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
 
 _SNIFF_BYTES = 1024
+# The only formats decoded. Pillow reads each one's size from its header in Image.open, before any
+# pixel; formats that decode inside Image.open (ICO/CUR embed whole PNGs) or that need extra codecs
+# are not on the list.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")  # JPEG includes MPO
+_MAGIC_NAMES = {b"\x00\x00\x01\x00": "ICO", b"\x00\x00\x02\x00": "CUR"}
 _DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error, IndexError, TypeError)
 
 
@@ -121,15 +126,18 @@ def _from_stream(stream: BinaryIO, *, name: str, max_pixels: int) -> np.ndarray:
     if _looks_like_svg(head):
         raise svg_error
     try:
-        img = Image.open(stream)  # reads the header only
+        img = Image.open(stream, formats=ALLOWED_FORMATS)  # reads the header only
     except Image.DecompressionBombError as exc:
         raise _pil_bomb_error(stream, name, max_pixels, exc) from None
     except UnidentifiedImageError:
         if name.lower().endswith((".svg", ".svgz")):
             raise svg_error from None
-        kind = "a text file" if _looks_like_text(head) else "not a recognised image format"
+        known = _MAGIC_NAMES.get(head[:4])
+        kind = ("a text file" if _looks_like_text(head) else f"an {known} file" if known
+                else "not a recognised image format")
         raise ImageError(
-            f"could not decode image {name!r}: it is {kind} (supported: PNG, JPEG, WebP, BMP, GIF, TIFF)"
+            f"could not decode image {name!r}: it is {kind} (supported: PNG, JPEG, WebP, BMP, GIF, TIFF, "
+            "PPM; convert it to PNG)"
         ) from None
     except _DECODE_ERRORS as exc:
         raise ImageError(f"could not decode image {name!r}: the header is corrupt ({exc})") from None

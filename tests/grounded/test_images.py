@@ -309,3 +309,28 @@ def test_image_content_hash():
     assert image_content_hash(a) != image_content_hash(a.reshape(8, 6, 3))
     assert image_content_hash(a) != image_content_hash(a.view(np.int8))
     assert len(image_content_hash(a)) == 64
+
+
+def test_only_allow_listed_formats_are_decoded_and_an_ico_bomb_costs_no_decode(tmp_path, monkeypatch):
+    import io as _io
+
+    from spies import pillow_decodes
+
+    # An ICO whose embedded PNG is 13000 x 13000: Pillow would decode the PNG inside Image.open.
+    big = Image.new("L", (13000, 13000))
+    png = _io.BytesIO()
+    big.save(png, format="PNG")
+    payload = png.getvalue()
+    header = b"\x00\x00\x01\x00" + (1).to_bytes(2, "little")  # ICONDIR: reserved, type 1 (icon), 1 image
+    entry = bytes([0, 0, 0, 0]) + (1).to_bytes(2, "little") + (32).to_bytes(2, "little")
+    entry += len(payload).to_bytes(4, "little") + (6 + 16).to_bytes(4, "little")
+    ico = tmp_path / "bomb.ico"
+    ico.write_bytes(header + entry + payload)
+    decodes = pillow_decodes(monkeypatch)
+    with pytest.raises(ImageError, match="an ICO file .*convert it to PNG"):
+        load_image(ico)
+    assert decodes == []
+    for fmt in ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM"):  # the allow-list still decodes
+        data = _io.BytesIO()
+        Image.new("RGB", (5, 4), (10, 20, 30)).save(data, format=fmt)
+        assert load_image(data.getvalue()).shape == (4, 5, 3), fmt
