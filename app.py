@@ -133,6 +133,7 @@ def build_demo(
     max_file_size: int = 25 * MB,
     session_ttl_s: int = 1800,
     session_bytes: int = 1024 * MB,
+    request_bytes: int = 2048 * MB,
 ) -> gr.Blocks:
     """The Gradio page and its ``/segment`` API endpoint.
 
@@ -146,6 +147,8 @@ def build_demo(
         session_ttl_s: a tab's state (image, masks) is dropped after this long unused.
         session_bytes: all tabs' state together (images and compact masks) stays within this; the
             least recently used tabs are dropped first.
+        request_bytes: a request whose projected peak memory (``grounded.web.budget``) is larger is
+            refused before any model runs.
     """
     provider = _as_provider(pipelines)
     sessions = SessionStore(session_bytes, ttl_s=session_ttl_s)
@@ -163,7 +166,8 @@ def build_demo(
     def new_session(image: Any, prompt: str, preset: str, opts: SegmentOptions) -> Session:
         source = service.resolve_image(image, upload_dir=upload_dir, max_bytes=max_file_size)
         name = service.image_name_of(image)
-        return service.segment(provider, source, prompt, preset=preset, options=opts, image_name=name)
+        return service.segment(provider, source, prompt, preset=preset, options=opts, image_name=name,
+                               request_bytes=request_bytes)
 
     def render(session: Session, started: float, *, token: str | None = None, note: str = "",
                selected: Any = None) -> tuple[Any, ...]:
@@ -377,6 +381,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="model events running at once [GSAM_CONCURRENCY]")
     parser.add_argument("--max-sessions", type=int, default=int(_env("GSAM_MAX_SESSIONS", default="256")),
                         help="sessions whose state is kept (LRU) [GSAM_MAX_SESSIONS]")
+    parser.add_argument("--request-memory-mb", type=float,
+                        default=float(_env("GSAM_REQUEST_MEMORY", default="2048")),
+                        help="largest projected memory of one request [GSAM_REQUEST_MEMORY]")
     parser.add_argument("--session-memory-mb", type=float,
                         default=float(_env("GSAM_SESSION_MEMORY", default="1024")),
                         help="all tabs' kept results together (LRU) [GSAM_SESSION_MEMORY]")
@@ -401,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                  "or try the app offline with --config tiny-random (untrained, meaningless output).")
     max_file_size = int(args.max_file_size_mb * MB)
     demo = build_demo(provider, queue_size=args.queue_size, concurrency=args.concurrency,
-                      max_file_size=max_file_size, session_bytes=int(args.session_memory_mb * MB))
+                      max_file_size=max_file_size, session_bytes=int(args.session_memory_mb * MB),
+                      request_bytes=int(args.request_memory_mb * MB))
     launch_demo(demo, host=args.host, port=args.port, share=args.share, max_file_size=max_file_size,
                 max_sessions=args.max_sessions)
 

@@ -20,10 +20,10 @@ from .validation import check_box, check_image, check_mask_input, check_points, 
 __all__ = ["SamPredictor", "ImageEmbedding"]
 
 # Prompts upsampled to full resolution at once: at most 16, and at most what keeps the float32
-# logits plus the bool masks of one chunk (5 bytes per pixel per mask) under 256 MiB -- a 40 MP
+# logits plus the bool masks of one chunk (5 bytes per pixel per mask) under 64 MiB -- a 40 MP
 # image goes one mask at a time, instead of 16 x 40 MP x 4 bytes = 2.6 GB.
 _POSTPROCESS_CHUNK = 16
-_POSTPROCESS_BYTES = 256 * 2**20
+_POSTPROCESS_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True, eq=False)

@@ -43,6 +43,7 @@ from grounded.io.files import label_slug
 from grounded.io.images import load_image
 from grounded.masks import replace_mask
 from grounded.pipeline import GroundedSAM
+from grounded.web.budget import check_request
 from grounded.web.sessions import Click, Session
 
 __all__ = [
@@ -247,7 +248,8 @@ def _builder(config: PipelineConfig, overrides: dict[str, Any]) -> Callable[[], 
 
 # --------------------------------------------------------------------------------------- session
 def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str | None,
-            options: SegmentOptions, image_name: str = "image.png") -> Session:
+            options: SegmentOptions, image_name: str = "image.png",
+            request_bytes: int | None = None) -> Session:
     """Run the pipeline on ``image`` (path, bytes or array) for ``prompt``; see ``GroundedSAM.predict``."""
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be text, got {type(prompt).__name__}")
@@ -256,6 +258,8 @@ def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str 
     pipeline = provider.get(preset)
     classes = pipeline.classes_of(prompt)  # ValueError for an empty prompt, before decoding
     rgb = load_image(image, max_pixels=pipeline.config.max_pixels)
+    if request_bytes is not None:  # admission control, before any model runs
+        check_request(rgb.shape[0], rgb.shape[1], int(options.max_detections), request_bytes)
     detections = pipeline.predict_compact(rgb, classes, **options.predict_kwargs())  # CompactMask masks
     return Session(rgb, image_name, tuple(classes), preset or provider.default, pipeline.config, options,
                    detections, detections, models=pipeline.describe())
