@@ -30,6 +30,8 @@ class RenderedImage:
         mask_pngs: one 0/255 PNG per detection, in ``payload["detections"]`` order (``--format png``).
         overlay_png: the drawn overlay as PNG bytes (``--format overlay``), else ``None``.
         error: why the image was skipped (it could not be read or predicted), else ``None``.
+        models: ``GroundedSAM.describe()`` of the pipeline that ran, when it ran in another process
+            (a Ray worker); ``None`` means the caller's own pipeline.
     """
 
     name: str
@@ -38,6 +40,7 @@ class RenderedImage:
     mask_pngs: tuple[bytes, ...] = ()
     overlay_png: bytes | None = None
     error: str | None = None
+    models: dict[str, Any] | None = None
 
 
 def render_image(pipe: Any, image: ImageSource, options: BatchOptions) -> RenderedImage:

@@ -73,7 +73,7 @@ class RunFolder:
     """An open, locked output folder (from :func:`open_run_folder`)."""
 
     def __init__(self, out: Path, records: list[dict[str, Any]], records_file: BinaryIO,
-                 coco: _CocoFile | None, models: dict[str, Any]) -> None:
+                 coco: _CocoFile | None, models: dict[str, Any] | None) -> None:
         self.out = out
         self.records = records
         self._records_file = records_file
@@ -99,12 +99,13 @@ class RunFolder:
         if rendered.overlay_png is not None:
             overlay = f"{OVERLAY_DIR}/{stem}.png"
             atomic_write_bytes(self.out / overlay, rendered.overlay_png)
+        models = rendered.models or self._models  # which models ran, on which device, in which dtype
         record = {"path": rendered.name, "source": rendered.source, **rendered.payload,
-                  "outputs": {"stem": stem, "masks": masks, "overlay": overlay},
-                  "model": self._models}  # which models ran, on which device, in which dtype
+                  "outputs": {"stem": stem, "masks": masks, "overlay": overlay}, "model": models}
         _append_record(self._records_file, record)
         self.records.append(record)
         if self._coco is not None:  # from the record, exactly as a later run rebuilds it
+            self._coco.models = models
             self._coco.add(record)
             self._coco.flush(force=False)
         return record
@@ -112,10 +113,14 @@ class RunFolder:
 
 @contextmanager
 def open_run_folder(out_dir: str | os.PathLike[str], identity: dict[str, Any], *, classes: Sequence[str],
-                    formats: frozenset[str], models: dict[str, Any], overwrite: bool) -> Iterator[RunFolder]:
+                    formats: frozenset[str], models: dict[str, Any] | None,
+                    overwrite: bool) -> Iterator[RunFolder]:
     """Lock ``out_dir`` (created if missing), check it holds this run or none, load its records.
 
-    ``annotations.json`` is written on the way out, also after an error or Ctrl-C.
+    ``models`` (``GroundedSAM.describe()``) goes into the records and ``annotations.json``'s info;
+    ``None`` when the models run elsewhere (Ray workers): each result then brings its own, and until
+    the first one arrives the info keeps the last record's. ``annotations.json`` is written on the
+    way out, also after an error or Ctrl-C.
 
     Raises:
         OutputConflictError: another run's outputs (and not ``overwrite``), or another writer.
@@ -129,6 +134,8 @@ def open_run_folder(out_dir: str | os.PathLike[str], identity: dict[str, Any], *
         if not (out / RUN_FILE).exists():
             atomic_write_bytes(out / RUN_FILE, (json.dumps(identity, indent=2) + "\n").encode("utf-8"))
         records = _load_records(out / RECORDS_FILE)
+        if models is None and records:
+            models = records[-1].get("model")
         coco = _CocoFile(out / COCO_FILE, classes, records, models=models) if "coco" in formats else None
         try:
             with open(out / RECORDS_FILE, "ab") as records_file:
@@ -181,7 +188,7 @@ class _CocoFile:
     due and changed. Image and annotation ids are given out at write time in sorted order."""
 
     def __init__(self, path: Path, classes: Sequence[str], records: Sequence[dict[str, Any]], *,
-                 models: dict[str, Any]) -> None:
+                 models: dict[str, Any] | None) -> None:
         self.path = path
         self.classes = list(classes)
         self.models = models
