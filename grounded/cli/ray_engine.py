@@ -166,7 +166,10 @@ def _dataset(ray: Any, spec: PipelineSpec, images: Sequence[ImageSource], option
     logger.info("Ray: %d worker(s) (%d CPU%s each) on a cluster of %d CPUs, %d GPUs", workers, cpus, gpus,
                 int(resources.get("CPU", 0)), int(resources.get("GPU", 0)))
     items = [{"name": image.name, "path": str(image.path)} for image in images]
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * workers)))
+    # About one block per batch, so results stream back batch by batch (the bar moves, the driver writes
+    # steadily), capped so a million images do not become a million tiny blocks.
+    blocks = max(1, min(-(-len(items) // ray_options.batch_size), 100 * workers))
+    dataset = ray.data.from_items(items, override_num_blocks=blocks)
     with warnings.catch_warnings():
         # Ray Data's actor pools default to endless restarts and retries; a bounded count stops an
         # image that kills its worker every time from looping forever. Ray 2.60 has no named

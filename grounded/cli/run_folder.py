@@ -22,8 +22,9 @@ every finished image exactly once; a torn last line is dropped and that image is
 ``annotations.json`` lists the images sorted by (``file_name``, source path) with ids 1..N in that
 order, and their annotations in the same order, whatever order they finished in, so both engines
 and any resumed run give the same ids. It is rebuilt from the records at start-up, every
-``COCO_FLUSH_SECONDS`` and at the end (also after an error or Ctrl-C), through a temporary file and
-``os.replace``, and only when its content changed, so a run with nothing to do changes no byte.
+``COCO_FLUSH_SECONDS`` (or ten times as long as the last rewrite took, if longer) and at the end
+(also after an error or Ctrl-C), through a temporary file and ``os.replace``, and only when its
+content changed, so a run with nothing to do changes no byte.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ class _CocoFile:
         for record in records:
             self.add(record)
         self.last_flush = 0.0
+        self.interval = COCO_FLUSH_SECONDS
 
     def add(self, record: dict[str, Any]) -> None:
         builder = CocoBuilder()  # one image: the same conversion a whole-run builder applies
@@ -225,13 +227,14 @@ class _CocoFile:
 
     def flush(self, *, force: bool) -> None:
         now = time.monotonic()
-        if not force and now - self.last_flush < COCO_FLUSH_SECONDS:
+        if not force and now - self.last_flush < self.interval:
             return
-        self.last_flush = now
         text = json.dumps(self.to_dict(), ensure_ascii=False).encode("utf-8")
-        if self.path.exists() and self.path.read_bytes() == text:
-            return
-        atomic_write_bytes(self.path, text)
+        if not (self.path.exists() and self.path.read_bytes() == text):
+            atomic_write_bytes(self.path, text)
+        self.last_flush = time.monotonic()
+        # A huge run (10^6 images) takes seconds to rewrite: spend at most ~10 % of the time on it.
+        self.interval = max(COCO_FLUSH_SECONDS, 10 * (self.last_flush - now))
 
 
 def _claim_stem(image: ImageSource, claimed: set[str]) -> str:
