@@ -16,6 +16,7 @@ from grounded.io.export import detections_to_dict, encode_mask_png
 from grounded.io.files import encode_png
 from grounded.io.images import load_image
 from grounded.io.sources import ImageSource
+from grounded.io.uris import open_uri
 
 __all__ = ["RenderedImage", "render_image"]
 
@@ -25,7 +26,7 @@ class RenderedImage:
     """The outputs of one image, ready to write, or the reason it was skipped.
 
     Attributes:
-        name: the image's name (COCO ``file_name``); ``source``: the absolute path that was read.
+        name: the image's name (COCO ``file_name``); ``source``: the absolute path or URI read.
         payload: ``detections_to_dict`` of the predictions (``None`` when skipped).
         mask_pngs: one 0/255 PNG per detection, in ``payload["detections"]`` order (``--format png``).
         overlay_png: the drawn overlay as PNG bytes (``--format overlay``), else ``None``.
@@ -49,9 +50,10 @@ def render_image(pipe: Any, image: ImageSource, options: BatchOptions) -> Render
     A bad image (missing, corrupt, too large) or a prediction error gives a ``RenderedImage`` with
     ``error`` set, so the run reports it and goes on; errors while encoding are bugs and propagate.
     """
-    name, source = image.name, str(image.path)
+    name, source = image.name, image.location
     try:
-        rgb = load_image(image.path, max_pixels=pipe.config.max_pixels)  # H x W x 3 uint8
+        readable = image.path if image.uri is None else open_uri(image.uri)
+        rgb = load_image(readable, max_pixels=pipe.config.max_pixels)  # H x W x 3 uint8
         detections = pipe.predict(
             rgb, options.classes, box_threshold=options.box_threshold,
             text_threshold=options.text_threshold, nms_iou=options.nms_iou,

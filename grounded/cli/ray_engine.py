@@ -112,8 +112,8 @@ def run_ray(spec: PipelineSpec, images: Sequence[ImageSource], out_dir: str | os
                         result.already_done, len(images), folder.out, len(todo))
         if not todo:
             return result
-        stems = {str(image.path): stem for image, stem in todo}
-        position = {str(image.path): index for index, (image, _) in enumerate(todo)}
+        stems = {image.location: stem for image, stem in todo}
+        position = {image.location: index for index, (image, _) in enumerate(todo)}
         failures: list[tuple[int, str, str]] = []
         started = _connect(ray, ray_options.address)
         try:
@@ -165,7 +165,7 @@ def _dataset(ray: Any, spec: PipelineSpec, images: Sequence[ImageSource], option
     gpus = f", {ray_options.gpus_per_worker:g} GPU" if ray_options.gpus_per_worker else ""
     logger.info("Ray: %d worker(s) (%d CPU%s each) on a cluster of %d CPUs, %d GPUs", workers, cpus, gpus,
                 int(resources.get("CPU", 0)), int(resources.get("GPU", 0)))
-    items = [{"name": image.name, "path": str(image.path)} for image in images]
+    items = [{"name": image.name, "path": str(image.path), "uri": image.uri or ""} for image in images]
     # About one block per batch, so results stream back batch by batch (the bar moves, the driver writes
     # steadily), capped so a million images do not become a million tiny blocks.
     blocks = max(1, min(-(-len(items) // ray_options.batch_size), 100 * workers))
@@ -208,9 +208,9 @@ class _Worker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         blobs = []
-        for name, path in zip(batch["name"], batch["path"], strict=True):
+        for name, path, uri in zip(batch["name"], batch["path"], batch["uri"], strict=True):
             self._maybe_fail()
-            image = ImageSource(name=str(name), path=Path(str(path)))
+            image = ImageSource(name=str(name), path=Path(str(path)), uri=str(uri) or None)
             rendered = render_image(self.pipe, image, self.options)
             blobs.append(pickle.dumps(replace(rendered, models=self.models)))
         return {"result": np.array(blobs, dtype=object)}

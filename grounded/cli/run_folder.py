@@ -85,7 +85,7 @@ class RunFolder:
         """The images not finished yet, in the given (sorted) order, each with its output stem."""
         done = {record["source"] for record in self.records}
         claimed = {record["outputs"]["stem"] for record in self.records}
-        return [(image, _claim_stem(image, claimed)) for image in images if str(image.path) not in done]
+        return [(image, _claim_stem(image, claimed)) for image in images if image.location not in done]
 
     def commit(self, rendered: RenderedImage, stem: str) -> dict[str, Any]:
         """Write one image's files, then its fsync'ed record (the image is then finished); return it."""

@@ -25,6 +25,7 @@ from pycocotools.coco import COCO
 
 from grounded.cli import main
 from grounded.cli.ray_engine import FAULT_ENV
+from grounded.io.sources import SourceError, expand_sources
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = ["--config", "tiny-random", "--box-threshold", "0", "--text-threshold", "0", "--max-detections", "2"]
@@ -72,7 +73,7 @@ def reference(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def predict(photos: Path, out: Path, *extra: str) -> int:
+def predict(photos: Path | str, out: Path, *extra: str) -> int:
     return main(["predict", str(photos), "-p", "cat. dog", "-o", str(out), "-q", *MODEL, *RAY, *extra])
 
 
@@ -122,9 +123,10 @@ def test_a_killed_worker_is_replaced_and_its_images_redone(
     marker = tmp_path / "worker-killed"
     monkeypatch.setenv(FAULT_ENV, f"3:{marker}")  # the first worker to reach its 3rd image exits
     out = tmp_path / "out"
-    assert predict(photos, out) == 0
+    assert predict(photos.as_uri(), out) == 0  # the workers read through pyarrow's file:// filesystem
     assert marker.exists()  # a worker process really died mid-run
     assert_same_as_reference(out, reference)
+    assert all(r["source"].startswith("file:///") for r in records(out))
 
 
 @pytest.mark.slow
@@ -171,3 +173,21 @@ def test_missing_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert code == 2
     assert "pip install 'grounded-sam[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_uri_source_reads_through_pyarrow_with_the_same_names(photos: Path, reference: Path,
+                                                                 tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    by_uri, by_path = expand_sources([photos.as_uri()]), expand_sources([photos])
+    assert [i.name for i in by_uri] == [i.name for i in by_path] == sorted([*NAMES, "broken.jpg"])
+    assert {i.name: i.location for i in by_uri}[NAMES[0]] == (photos / NAMES[0]).as_uri()
+    out = tmp_path / "out"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["predict", photos.as_uri(), "-p", "cat. dog", "-o", str(out), "-q", *MODEL]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_as_reference(out, reference)
+    with pytest.raises(SourceError, match="neither an object nor a folder"):
+        expand_sources([(photos / "missing").as_uri()])
