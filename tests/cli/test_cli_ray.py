@@ -191,3 +191,17 @@ def test_a_uri_source_reads_through_pyarrow_with_the_same_names(photos: Path, re
     assert_same_as_reference(out, reference)
     with pytest.raises(SourceError, match="neither an object nor a folder"):
         expand_sources([(photos / "missing").as_uri()])
+
+
+def test_annotations_reuse_the_records_masks_exactly(reference: Path) -> None:
+    """``annotations.json`` takes RLE and area from the records instead of decoding every mask: the
+    result equals a CocoBuilder fed the decoded masks, image by image in sorted order."""
+    from grounded.io.export import CocoBuilder, detections_from_dict
+
+    coco = json.loads((reference / "annotations.json").read_text("utf-8"))
+    builder = CocoBuilder(description="grounded-sam predict", models=coco["info"]["models"])
+    builder.add_categories(["cat", "dog"])
+    for record in sorted(records(reference), key=lambda r: (r["path"], r["source"])):
+        image_id = builder.add_image(record["path"], record["image"]["width"], record["image"]["height"])
+        builder.add_detections(image_id, detections_from_dict(record))  # masks decoded, re-encoded
+    assert builder.to_dict() == coco
