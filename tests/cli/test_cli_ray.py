@@ -48,6 +48,7 @@ def ray_cluster() -> Iterator[str]:
     ray = pytest.importorskip("ray")
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), saved]))  # inherited by the raylet
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # tests make no network calls
     try:
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024**2,
                  log_to_driver=False)
@@ -205,3 +206,11 @@ def test_annotations_reuse_the_records_masks_exactly(reference: Path) -> None:
         image_id = builder.add_image(record["path"], record["image"]["width"], record["image"]["height"])
         builder.add_detections(image_id, detections_from_dict(record))  # masks decoded, re-encoded
     assert builder.to_dict() == coco
+
+
+def test_the_core_cli_does_not_import_ray_or_pyarrow() -> None:
+    code = ("import sys, grounded.cli.main, grounded.cli.batch, grounded.io.sources; "
+            "print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
