@@ -203,6 +203,9 @@ def _ray_options(args: argparse.Namespace) -> Any:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise _UsageError(f"{flags} only apply to --engine ray")
         return None
+    if (args.device or "").startswith("cuda") and not args.gpus_per_worker:
+        raise _UsageError(f"--device {args.device} with --engine ray needs --gpus-per-worker (e.g. 1): Ray "
+                          "shows GPUs only to workers that reserve them")
     from grounded.cli.ray_engine import RayOptions, RayRunError, import_ray
 
     try:

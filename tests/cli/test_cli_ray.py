@@ -163,6 +163,10 @@ def test_ray_flags_need_the_ray_engine(tmp_path: Path, capsys: pytest.CaptureFix
                  "--workers", "2"])
     assert code == 2
     assert "--workers only apply to --engine ray" in capsys.readouterr().err
+    code = main(["predict", str(tmp_path / "a.png"), "-p", "cat", "-o", str(tmp_path / "out"),
+                 "--engine", "ray", "--device", "cuda"])
+    assert code == 2
+    assert "needs --gpus-per-worker" in capsys.readouterr().err
 
 
 def test_missing_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
