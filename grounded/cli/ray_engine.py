@@ -131,7 +131,7 @@ def run_ray(spec: PipelineSpec, images: Sequence[ImageSource], out_dir: str | os
                         record_outcome(folder, rendered, stem, result)
                     bar.update(1)
         except ray.exceptions.RayError as exc:
-            raise RayRunError(f"the Ray job failed: {exc}") from None
+            raise RayRunError(f"the Ray job failed: {_root_cause(exc)}") from None
         finally:
             result.failed = [(name, reason) for _, name, reason in sorted(failures)]
             if started:
@@ -140,6 +140,17 @@ def run_ray(spec: PipelineSpec, images: Sequence[ImageSource], out_dir: str | os
             raise RayRunError(f"the Ray job ended without results for {len(stems)} images; re-run the "
                               "same command to do them")
     return result
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The worker's own error (e.g. models that cannot load), not Ray's wrapping and traceback."""
+    cause = exc
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause  # RayTaskError and Ray Data's wrappers keep the original here
+    if cause is not exc:
+        return f"{type(cause).__name__}: {cause}"
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 def _connect(ray: Any, address: str | None) -> bool:
