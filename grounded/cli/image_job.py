@@ -7,6 +7,7 @@ the overlay here keeps that CPU work on the workers and sends the driver compact
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,26 @@ class RenderedImage:
     overlay_png: bytes | None = None
     error: str | None = None
     models: dict[str, Any] | None = None
+
+    def pack(self) -> tuple[str, bytes]:
+        """(JSON metadata, the PNGs end to end): how a Ray worker sends it; no pickle on the way."""
+        sizes = [len(png) for png in self.mask_pngs]
+        meta = {"name": self.name, "source": self.source, "payload": self.payload, "error": self.error,
+                "models": self.models, "mask_sizes": sizes,
+                "overlay_size": None if self.overlay_png is None else len(self.overlay_png)}
+        return json.dumps(meta), b"".join([*self.mask_pngs, self.overlay_png or b""])
+
+    @classmethod
+    def unpack(cls, meta_json: str, blob: bytes) -> RenderedImage:
+        """Inverse of :meth:`pack`."""
+        meta = json.loads(meta_json)
+        pngs, offset = [], 0
+        for size in meta["mask_sizes"]:
+            pngs.append(blob[offset : offset + size])
+            offset += size
+        overlay = None if meta["overlay_size"] is None else blob[offset : offset + meta["overlay_size"]]
+        return cls(name=meta["name"], source=meta["source"], payload=meta["payload"], mask_pngs=tuple(pngs),
+                   overlay_png=overlay, error=meta["error"], models=meta["models"])
 
 
 def render_image(pipe: Any, image: ImageSource, options: BatchOptions) -> RenderedImage:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -120,7 +119,7 @@ def run_ray(spec: PipelineSpec, images: Sequence[ImageSource], out_dir: str | os
             results = _dataset(ray, spec, [image for image, _ in todo], options, ray_options)
             with logging_redirect_tqdm(), progress_bar(len(images), result.already_done, progress) as bar:
                 for row in results.iter_rows():
-                    rendered: RenderedImage = pickle.loads(row["result"])
+                    rendered = RenderedImage.unpack(row["meta"], row["blob"])
                     if rendered.source not in stems:  # a retried batch sent it again: commit once
                         continue
                     stem = stems.pop(rendered.source)
@@ -218,13 +217,14 @@ class _Worker:
         self.seen = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        blobs = []
+        metas, blobs = [], []
         for name, path, uri in zip(batch["name"], batch["path"], batch["uri"], strict=True):
             self._maybe_fail()
             image = ImageSource(name=str(name), path=Path(str(path)), uri=str(uri) or None)
-            rendered = render_image(self.pipe, image, self.options)
-            blobs.append(pickle.dumps(replace(rendered, models=self.models)))
-        return {"result": np.array(blobs, dtype=object)}
+            meta, blob = replace(render_image(self.pipe, image, self.options), models=self.models).pack()
+            metas.append(meta)
+            blobs.append(blob)
+        return {"meta": np.array(metas, dtype=object), "blob": np.array(blobs, dtype=object)}
 
     def _maybe_fail(self) -> None:
         self.seen += 1

@@ -218,3 +218,15 @@ def test_the_core_cli_does_not_import_ray_or_pyarrow() -> None:
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_rendered_image_crosses_to_the_driver_without_pickle() -> None:
+    from grounded.cli.image_job import RenderedImage
+
+    rendered = RenderedImage(name="a/b.png", source="s3://x/a/b.png",
+                             payload={"detections": [{"score": 0.1}]},
+                             mask_pngs=(b"\x89PNG1", b"", b"\x89PNG333"), overlay_png=b"\x89PNG-overlay",
+                             models={"preset": "tiny-random"})
+    assert RenderedImage.unpack(*rendered.pack()) == rendered
+    skipped = RenderedImage(name="c.jpg", source="/c.jpg", error="could not decode image 'c.jpg'")
+    assert RenderedImage.unpack(*skipped.pack()) == skipped
