@@ -180,17 +180,19 @@ def _dataset(ray: Any, spec: PipelineSpec, images: Sequence[ImageSource], option
     # steadily), capped so a million images do not become a million tiny blocks.
     blocks = max(1, min(-(-len(items) // ray_options.batch_size), 100 * workers))
     dataset = ray.data.from_items(items, override_num_blocks=blocks)
+    kwargs = {"fn_constructor_kwargs": {"spec": spec, "options": options, "fault": os.environ.get(FAULT_ENV)},
+              "batch_size": ray_options.batch_size, "compute": ray.data.ActorPoolStrategy(size=workers),
+              "num_cpus": cpus, "num_gpus": ray_options.gpus_per_worker or None}
+    # Ray Data's actor pools default to endless restarts and retries; a bounded count stops an image
+    # that kills its worker every time from looping forever. Ray 2.60 takes them only as (deprecated)
+    # remote arguments; a Ray without those keeps its defaults.
+    retries = {"max_restarts": ray_options.max_restarts, "max_task_retries": ray_options.max_restarts}
     with warnings.catch_warnings():
-        # Ray Data's actor pools default to endless restarts and retries; a bounded count stops an
-        # image that kills its worker every time from looping forever. Ray 2.60 has no named
-        # parameter for these yet and warns about passing them as remote arguments.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return dataset.map_batches(
-            _Worker, fn_constructor_kwargs={"spec": spec, "options": options,
-                                            "fault": os.environ.get(FAULT_ENV)},
-            batch_size=ray_options.batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=cpus, num_gpus=ray_options.gpus_per_worker or None,
-            max_restarts=ray_options.max_restarts, max_task_retries=ray_options.max_restarts)
+        try:
+            return dataset.map_batches(_Worker, **kwargs, **retries)
+        except TypeError:
+            return dataset.map_batches(_Worker, **kwargs)
 
 
 def _pool_size(resources: dict[str, float], ray_options: RayOptions) -> tuple[int, int]:
