@@ -82,6 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--shard", type=_shard, metavar="I/N",
                          help="process only shard I of N (0-based, I in 0..N-1); images are assigned by a "
                               "stable hash of their relative path")
+    scale = predict.add_argument_group(
+        "scale out", "--engine ray spreads the images over Ray workers (pip install 'grounded-sam[ray]'); "
+                     "the outputs are the same as with --engine local")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this process (the default); ray: a pool of Ray workers")
+    scale.add_argument("--ray-address", metavar="ADDR",
+                       help="auto (the cluster this machine joined with `ray start`) or ray://HOST:PORT; "
+                            "default: start a local Ray cluster on this machine for the run")
+    scale.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="Ray workers, each loading the models once (default: one per GPU share, "
+                            "or one per 4 CPUs)")
+    scale.add_argument("--gpus-per-worker", type=_gpu_share, metavar="F",
+                       help="GPUs per Ray worker, e.g. 1, or 0.5 for two workers per GPU (default: 0)")
+    scale.add_argument("--batch-size", type=_positive_int, metavar="B",
+                       help="images per Ray worker call (default: 4)")
     _add_model_arguments(predict)
     predict.add_argument("--nms-iou", type=_unit_float, help="NMS IoU threshold (1 disables NMS)")
     predict.add_argument("--multimask", action=argparse.BooleanOptionalAction, default=None,
@@ -129,6 +144,7 @@ def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         text_threshold=args.text_threshold, nms_iou=args.nms_iou, max_detections=args.max_detections,
         multimask=args.multimask, overwrite=args.overwrite)
     config = _config(args)
+    ray_options = _ray_options(args)
     try:
         check_output_dir(args.out, run_identity(config, options), overwrite=args.overwrite)
         images = expand_sources(args.sources, exclude=[args.out])
@@ -145,13 +161,19 @@ def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         logger.info("shard %d/%d: %d of %d images", *args.shard, len(images), total)
         if not images:
             return EXIT_OK
-    pipe = _load_pipeline(args)
-    if pipe is None:
-        return EXIT_FAILED
     try:
-        result = run_batch(pipe, images, args.out, options, progress=not args.quiet)
+        if ray_options is not None:
+            result = _run_ray(args, config, images, options, ray_options)
+        else:
+            pipe = _load_pipeline(args)
+            if pipe is None:
+                return EXIT_FAILED
+            result = run_batch(pipe, images, args.out, options, progress=not args.quiet)
     except OutputConflictError as exc:
         raise _UsageError(str(exc)) from None
+    except _EngineError as exc:
+        print(f"grounded-sam predict: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:  # the output folder is not writable, the disk is full, ...
         print(f"grounded-sam predict: error: cannot write to {args.out}: {exc}; finished images are "
               "kept, re-run the same command to resume", file=sys.stderr)
@@ -170,6 +192,47 @@ def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         logger.info("%d images done (%d instances), %d already done before, %d skipped: %s",
                     result.succeeded, result.instances, result.already_done, len(result.failed), args.out)
     return result.exit_code
+
+
+_RAY_FLAGS = ("ray_address", "workers", "gpus_per_worker", "batch_size")
+
+
+def _ray_options(args: argparse.Namespace) -> Any:
+    """``RayOptions`` for ``--engine ray`` (Ray must be importable), ``None`` for ``--engine local``."""
+    given = [name for name in _RAY_FLAGS if getattr(args, name) is not None]
+    if args.engine == "local":
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise _UsageError(f"{flags} only apply to --engine ray")
+        return None
+    if (args.device or "").startswith("cuda") and not args.gpus_per_worker:
+        raise _UsageError(f"--device {args.device} with --engine ray needs --gpus-per-worker (e.g. 1): Ray "
+                          "shows GPUs only to workers that reserve them")
+    from grounded.cli.ray_engine import RayOptions, RayRunError, import_ray
+
+    try:
+        import_ray()
+    except RayRunError as exc:
+        raise _UsageError(str(exc)) from None
+    return RayOptions(address=args.ray_address, workers=args.workers,
+                      gpus_per_worker=args.gpus_per_worker or 0.0, batch_size=args.batch_size or 4)
+
+
+def _run_ray(args: argparse.Namespace, config: Any, images: Any, options: BatchOptions,
+             ray_options: Any) -> Any:
+    from grounded.cli.ray_engine import PipelineSpec, RayRunError, run_ray
+
+    config_file = Path(args.config)  # a YAML file is read by the workers: give them an absolute path
+    spec = PipelineSpec(config=str(config_file.resolve()) if config_file.is_file() else str(args.config),
+                        device=args.device, dtype=args.dtype)
+    if config.untrained:
+        logger.warning("config %r uses untrained random models: outputs are meaningless (tests only)",
+                       config.name)
+    try:
+        return run_ray(spec, images, args.out, options, ray_options,
+                       identity=run_identity(config, options), progress=not args.quiet)
+    except RayRunError as exc:
+        raise _EngineError(f"{exc}; finished images are kept, re-run the same command to resume") from None
 
 
 # ------------------------------------------------------------------------------ eval
@@ -215,6 +278,10 @@ def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 # ------------------------------------------------------------------------------ shared helpers
 class _UsageError(Exception):
     """Reported as ``grounded-sam CMD: error: ...`` with exit status 2 (no traceback)."""
+
+
+class _EngineError(Exception):
+    """The run could not go on (e.g. the Ray job failed): reported with exit status 1."""
 
 
 def _classes(prompt: str) -> list[str]:
@@ -266,6 +333,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _gpu_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a GPU count such as 1 or 0.5, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 

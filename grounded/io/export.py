@@ -27,13 +27,14 @@ import supervision as sv
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from grounded.io.files import atomic_write
+from grounded.io.files import atomic_write, atomic_write_bytes, encode_png
 from grounded.masks import CompactMask
 
 __all__ = [
     "CocoBuilder",
     "detections_from_dict",
     "detections_to_dict",
+    "encode_mask_png",
     "mask_to_rle",
     "masks_to_rles",
     "read_mask_png",
@@ -176,12 +177,16 @@ def detections_from_dict(d: dict[str, Any]) -> sv.Detections:
     )
 
 
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """An H x W bool mask as the bytes of a lossless 8-bit grayscale PNG (0 / 255)."""
+    if mask.ndim != 2:
+        raise ValueError(f"a mask PNG holds one H x W mask, got shape {mask.shape}")
+    return encode_png(np.where(mask.astype(bool), 255, 0).astype(np.uint8))
+
+
 def save_mask_png(mask: np.ndarray, path: str | os.PathLike) -> Path:
     """Save an H x W bool mask as a lossless 8-bit grayscale PNG (0 / 255), atomically."""
-    if mask.ndim != 2:
-        raise ValueError(f"save_mask_png expects one H x W mask, got shape {mask.shape}")
-    image = Image.fromarray(np.where(mask.astype(bool), 255, 0).astype(np.uint8))
-    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
+    return atomic_write_bytes(path, encode_mask_png(mask))
 
 
 def read_mask_png(path: str | os.PathLike) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -12,7 +13,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["atomic_write", "atomic_write_bytes", "label_slug", "save_png"]
+__all__ = ["atomic_write", "atomic_write_bytes", "encode_png", "label_slug", "save_png"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], object], *, binary: bool = True) -> Path:
@@ -35,10 +36,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda handle: handle.write(data))
 
 
+def encode_png(rgb: np.ndarray) -> bytes:
+    """An H x W x 3 (or H x W) uint8 array as the bytes of a lossless PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
     """An H x W x 3 (or H x W) uint8 array as a lossless PNG, atomically."""
-    image = Image.fromarray(rgb)
-    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
+    return atomic_write_bytes(path, encode_png(rgb))
 
 
 def label_slug(label: str) -> str:

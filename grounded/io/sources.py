@@ -5,7 +5,9 @@ A source is one of:
 * an image file: taken whatever its extension (a bad file is reported and skipped later);
 * a folder: every file with an image extension below it, recursively (hidden entries skipped);
 * a glob (``"photos/**/*.jpg"``, ``**`` recursive): matching files with an image extension;
-* a ``.txt`` list: one path (file, folder or glob) per line, relative to the list file's folder;
+* a URI (``s3://bucket/photos``, ``gs://...``, ``file:///data``): an object, or every image below a
+  prefix, through a pyarrow filesystem (``grounded/io/uris.py``; needs the ``ray`` extra);
+* a ``.txt`` list: one path (file, folder, glob or URI) per line, relative to the list file's folder;
   blank lines and lines starting with ``#`` are ignored; what a line finds is named relative to the
   list's folder (when outside it, like a source given on the command line). A listed path that
   does not exist is kept and reported as a skipped image, so one stale line does not stop a large
@@ -25,6 +27,8 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from grounded.io.uris import is_uri, list_uri
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -57,11 +61,19 @@ class ImageSource:
 
     Attributes:
         name: POSIX path relative to its source root (COCO ``file_name``; the sharding key).
-        path: absolute, resolved path of the file (what is read; the resume key).
+        path: absolute, resolved path of the file (what is read); for a URI, the object's path in
+            its store (for its extension).
+        uri: the object's URI when it is not a local file (what is read), else ``None``.
     """
 
     name: str
     path: Path
+    uri: str | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the image is read from: its URI or absolute path (the resume key, ``source``)."""
+        return self.uri if self.uri is not None else str(self.path)
 
     @property
     def output_stem(self) -> str:
@@ -87,16 +99,18 @@ def expand_sources(
     if not sources:
         raise SourceError("no SOURCES given; pass image files, folders, globs or a .txt list")
     excluded = tuple(Path(p).resolve() for p in exclude)
-    found: dict[Path, ImageSource] = {}
+    found: dict[str, ImageSource] = {}
     for source in sources:
         for image in _expand_one(os.fspath(source), base=Path.cwd(), excluded=excluded, list_root=None):
-            found.setdefault(image.path, image)  # first occurrence keeps its name
-    return sorted(found.values(), key=lambda image: (image.name, str(image.path)))
+            found.setdefault(image.location, image)  # first occurrence keeps its name
+    return sorted(found.values(), key=lambda image: (image.name, image.location))
 
 
 def _expand_one(text: str, *, base: Path, excluded: tuple[Path, ...],
                 list_root: Path | None) -> list[ImageSource]:
     """One source; ``list_root`` is the list file's folder when the source is a line of a list."""
+    if is_uri(text):
+        return _expand_uri(text)
     path = Path(text).expanduser()
     if not path.is_absolute():
         path = base / path
@@ -111,6 +125,15 @@ def _expand_one(text: str, *, base: Path, excluded: tuple[Path, ...],
     if list_root is not None:  # keep it: reported as "does not exist" in the skip report
         return [ImageSource(name=_name(path, _root(path.parent, list_root)), path=path.resolve())]
     raise SourceError(f"source {text!r} is not an existing file or folder and matches no files as a glob")
+
+
+def _expand_uri(uri: str) -> list[ImageSource]:
+    try:
+        found = list_uri(uri, extensions=IMAGE_EXTENSIONS)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from None
+    return [ImageSource(name=name, path=Path(location.split("://", 1)[1]), uri=location)
+            for name, location in found]
 
 
 def _walk_folder(folder: Path, *, root: Path, excluded: tuple[Path, ...]) -> list[ImageSource]:

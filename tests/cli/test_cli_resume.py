@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import write_png
 from pycocotools.coco import COCO
 
-import grounded.cli.batch
+import grounded.cli.run_folder
 from grounded.cli import main
 
 MODEL = ["--config", "tiny-random", "--box-threshold", "0", "--text-threshold", "0", "--max-detections", "2"]
@@ -123,7 +123,7 @@ def test_foreign_outputs_and_concurrent_runs_are_refused(photos: Path, tmp_path:
 def test_crash_after_k_images_then_resume(photos: Path, tmp_path: Path, predict_calls: list[int],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    append = grounded.cli.batch._append_record
+    append = grounded.cli.run_folder._append_record
     appended: list[int] = []
 
     def crash_on_third(handle: Any, record: dict[str, Any]) -> None:
@@ -132,14 +132,14 @@ def test_crash_after_k_images_then_resume(photos: Path, tmp_path: Path, predict_
         appended.append(1)
         append(handle, record)
 
-    monkeypatch.setattr(grounded.cli.batch, "_append_record", crash_on_third)
+    monkeypatch.setattr(grounded.cli.run_folder, "_append_record", crash_on_third)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(photos, out)
     assert [r["path"] for r in records(out)] == NAMES[:2]
     assert len(COCO(str(out / "annotations.json")).imgs) == 2  # written on the way out
     first_two = (out / "predictions.jsonl").read_bytes()
 
-    monkeypatch.setattr(grounded.cli.batch, "_append_record", append)
+    monkeypatch.setattr(grounded.cli.run_folder, "_append_record", append)
     assert run(photos, out) == 0
     assert len(predict_calls) == 3 + 3  # 3 before the crash, then only the 3 unfinished images
     assert (out / "predictions.jsonl").read_bytes().startswith(first_two)
