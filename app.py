@@ -31,6 +31,7 @@ from grounded.pipeline import GroundedSAM
 from grounded.web import service
 from grounded.web.gradio_patches import (
     API_DEFAULTS,
+    explain_input_errors,
     fill_missing_api_inputs,
     fix_temp_file_sweep,
     limit_stored_input_values,
@@ -158,6 +159,7 @@ def build_demo(
     fix_temp_file_sweep()
     limit_stored_input_values()
     fill_missing_api_inputs()
+    explain_input_errors()
     defaults = SegmentOptions.from_config(known or provider.get().config)
 
     def options(box: float, text: float, nms: float, max_det: float, multimask: bool) -> SegmentOptions:

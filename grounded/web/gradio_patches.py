@@ -13,7 +13,10 @@ _RETRIES = 5
 # it still needs the patch when the pin moves.
 _SWEEP_RACE = ("6.0.0", "6.31.0")
 
-__all__ = ["API_DEFAULTS", "fill_missing_api_inputs", "fix_temp_file_sweep", "limit_stored_input_values"]
+__all__ = [
+    "API_DEFAULTS", "explain_input_errors", "fill_missing_api_inputs", "fix_temp_file_sweep",
+    "limit_stored_input_values",
+]
 
 API_DEFAULTS = "_grounded_api_defaults"  # attribute of an event function: defaults for its inputs
 
@@ -133,4 +136,42 @@ def fill_missing_api_inputs() -> bool:
 
     validate._grounded_sam_fill = True  # type: ignore[attr-defined]
     Blocks.validate_inputs = validate
+    return True
+
+
+def explain_input_errors() -> bool:
+    """Give Gradio's own input refusals a message for HTTP clients.
+
+    Before an event runs, Gradio validates each input against its data model and moves files into
+    its cache (refusing server paths and private URLs). Those refusals are plain exceptions, which
+    ``show_error=False`` turns into ``{"error": null}``. This wrapper re-raises them as ``gr.Error``
+    with a fixed message per kind -- never the exception's text, which can hold server paths. The
+    details still go to the server log. Idempotent; returns whether it is in place.
+    """
+    import gradio as gr
+    from gradio.blocks import Blocks
+
+    original = Blocks.preprocess_data
+    if getattr(original, "_grounded_sam_explain", False):
+        return True
+
+    @functools.wraps(original)
+    async def preprocess_data(self: Any, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:  # noqa: BLE001 - every refusal gets a message; details to the log
+            _LOG.info("input refused before the event ran: %s: %s", type(error).__name__, error)
+            if type(error).__name__ == "ValidationError":
+                message = ("an input has the wrong form: send images as a file payload "
+                           '{"path": ..., "meta": {"_type": "gradio.FileData"}} (gradio_client.handle_file), '
+                           'as {"url": "data:image/png;base64,..."} or {"url": "https://..."}')
+            else:
+                message = ("the image could not be taken: only files uploaded to this app (POST "
+                           "/gradio_api/upload), base64 data: URLs and public http(s) URLs are accepted")
+            raise gr.Error(message, print_exception=False) from None
+
+    preprocess_data._grounded_sam_explain = True  # type: ignore[attr-defined]
+    Blocks.preprocess_data = preprocess_data
     return True

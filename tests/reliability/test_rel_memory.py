@@ -110,3 +110,16 @@ def test_accepted_payloads_are_not_kept_per_session(server):
     assert late < 32 * MB, f"RSS grew {late / MB:.0f} MB over requests 60-90: {[r // MB for r in rss]} MB"
     assert rss[2] - rss[0] < 120 * MB, f"RSS {[r // MB for r in rss]} MB"
     _normal_request_works(server.url)
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    ({"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "only files uploaded to this app"),
+    ({"path": "http://10.0.0.1/a.png", "url": "http://10.0.0.1/a.png", "meta": {"_type": "gradio.FileData"}},
+     "only files uploaded to this app"),
+    ("http://example.com/a.png", "an input has the wrong form"),
+    ("/etc/passwd", "an input has the wrong form"),
+])
+def test_refusals_made_by_gradio_itself_carry_a_message(server, image, message):
+    stream = _stream(server.url, _call(server.url, [image, "cat"]))
+    assert "event: error" in stream and message in stream, stream[-400:]
+    assert '"error": null' not in stream and "/etc/passwd" not in stream.split(message)[0][-40:]
