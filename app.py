@@ -35,6 +35,7 @@ from grounded.web.gradio_patches import (
     fill_missing_api_inputs,
     fix_temp_file_sweep,
     limit_stored_input_values,
+    limit_url_downloads,
 )
 from grounded.web.limits import BodyLimitMiddleware, body_limit_for
 from grounded.web.service import PipelineProvider, SegmentOptions
@@ -160,6 +161,7 @@ def build_demo(
     limit_stored_input_values()
     fill_missing_api_inputs()
     explain_input_errors()
+    limit_url_downloads(max_file_size)
     defaults = SegmentOptions.from_config(known or provider.get().config)
 
     def options(box: float, text: float, nms: float, max_det: float, multimask: bool) -> SegmentOptions:

@@ -15,7 +15,7 @@ _SWEEP_RACE = ("6.0.0", "6.31.0")
 
 __all__ = [
     "API_DEFAULTS", "explain_input_errors", "fill_missing_api_inputs", "fix_temp_file_sweep",
-    "limit_stored_input_values",
+    "limit_stored_input_values", "limit_url_downloads",
 ]
 
 API_DEFAULTS = "_grounded_api_defaults"  # attribute of an event function: defaults for its inputs
@@ -163,7 +163,9 @@ def explain_input_errors() -> bool:
             raise
         except Exception as error:  # noqa: BLE001 - every refusal gets a message; details to the log
             _LOG.info("input refused before the event ran: %s: %s", type(error).__name__, error)
-            if type(error).__name__ == "ValidationError":
+            if type(error).__name__ == "DownloadTooLarge":
+                message = str(error)  # names the size and the limit; no paths
+            elif type(error).__name__ == "ValidationError":
                 message = ("an input has the wrong form: send images as a file payload "
                            '{"path": ..., "meta": {"_type": "gradio.FileData"}} (gradio_client.handle_file), '
                            'as {"url": "data:image/png;base64,..."} or {"url": "https://..."}')
@@ -174,4 +176,15 @@ def explain_input_errors() -> bool:
 
     preprocess_data._grounded_sam_explain = True  # type: ignore[attr-defined]
     Blocks.preprocess_data = preprocess_data
+    return True
+
+
+def limit_url_downloads(max_bytes: int) -> bool:
+    """Images given as URLs are downloaded through ``grounded.web.url_limit.LimitedTransport``: the same
+    SSRF checks as Gradio's, and no more than ``max_bytes`` read. Returns whether it is in place."""
+    from gradio import processing_utils
+
+    from grounded.web.url_limit import LimitedTransport
+
+    processing_utils.async_transport = LimitedTransport(max_bytes)
     return True

@@ -267,6 +267,24 @@ def test_url_inputs_are_ssrf_checked_and_get_the_same_pixel_limit(server, client
         assert small["image"] == {"width": 26, "height": 22}
 
 
+def test_url_downloads_stop_at_the_byte_limit(server, client, tmp_path, monkeypatch):
+    """A URL whose body is over the upload limit is refused with the numbers, whether it announces its
+    size (Content-Length) or not; the same SSRF checks still apply (a private host stays refused)."""
+    import gradio.processing_utils
+
+    limit = gradio.processing_utils.async_transport.max_bytes
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "big.png").write_bytes(b"\x89PNG" + b"\0" * (limit + 1))
+    with _loopback_file_server(tmp_path / "www") as base:
+        with pytest.raises(AppError) as info:  # still a private address: refused before any byte
+            segment(client, handle_file(base + "big.png"), "cat")
+        assert "limit" not in str(info.value)
+        allowed = [*gradio.processing_utils.PUBLIC_HOSTNAME_WHITELIST, "127.0.0.1"]
+        monkeypatch.setattr(gradio.processing_utils, "PUBLIC_HOSTNAME_WHITELIST", allowed)
+        with pytest.raises(AppError, match=rf"the limit is {limit / 1e6:g} MB"):
+            segment(client, handle_file(base + "big.png"), "cat")
+
+
 def test_a_client_cannot_lift_the_detection_cap(server, client):
     """Without a cap in SegmentOptions one HTTP call could ask for millions of N x H x W masks. The
     server must cap it (here: the page slider's maximum, 300) or refuse it."""
