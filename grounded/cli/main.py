@@ -29,7 +29,7 @@ from grounded.cli.batch import (
     run_batch,
     run_identity,
 )
-from grounded.config import load_config
+from grounded.config import load_config, with_detector
 from grounded.detectors.prompt import parse_prompt
 from grounded.io.sources import SourceError, expand_sources, parse_shard, select_shard
 
@@ -109,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default="default",
-                        help="preset (default, quality, tiny-random) or YAML file (default: default)")
+                        help="preset (default, quality, mm-tiny, llmdet-tiny, tiny-random) or YAML file "
+                             "(default: default)")
+    parser.add_argument("--detector", metavar="NAME",
+                        help="replace the config's detector: a preset (grounding-dino-tiny, "
+                             "grounding-dino-base, mm-grounding-dino-tiny, llmdet-tiny, ...), a Hub id, a "
+                             "model folder or an IDEA .pth")
     parser.add_argument("--box-threshold", type=_unit_float, help="detector box threshold in [0, 1]")
     parser.add_argument("--text-threshold", type=_unit_float, help="class phrase threshold in [0, 1]")
     parser.add_argument("--max-detections", type=_positive_int, help="keep at most N instances per image")
@@ -226,6 +231,8 @@ def _config(args: argparse.Namespace) -> Any:
     """The config the pipeline will use (checked before any model is loaded)."""
     try:
         config = load_config(args.config)
+        if args.detector is not None:
+            config = with_detector(config, args.detector)
         return dataclasses.replace(config, dtype=args.dtype) if args.dtype else config
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
@@ -235,7 +242,7 @@ def _load_pipeline(args: argparse.Namespace) -> Any:
     from grounded.pipeline import GroundedSAM
 
     try:
-        pipe = GroundedSAM.from_config(args.config, device=args.device, dtype=args.dtype)
+        pipe = GroundedSAM.from_config(_config(args), device=args.device, dtype=args.dtype)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"grounded-sam {args.command}: error: could not load the models: {exc}", file=sys.stderr)
         return None
