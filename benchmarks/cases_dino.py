@@ -6,8 +6,9 @@ per-class scores). Each variant also runs its model once on the reference's exac
 and boxes can be compared model to model.
 
 Other detectors of the registry: ``mm-*`` variants run MM-Grounding-DINO
-(``MMGroundingDinoForObjectDetection``, compared with ``mm-hf-default``, timed against ``mm-hf-eager``); ``idea-ours-fp32`` loads the Grounding DINO weights from
-an IDEA-layout ``.pth`` (compared with the Grounding DINO reference: the same weights).
+(``MMGroundingDinoForObjectDetection``, compared with ``mm-hf-default``, timed against
+``mm-hf-eager``); ``idea-ours-fp32`` loads the Grounding DINO weights from an IDEA-layout ``.pth``
+(compared with the Grounding DINO reference: the same weights).
 """
 
 from __future__ import annotations
