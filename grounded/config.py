@@ -136,6 +136,7 @@ DETECTOR_PRESETS: dict[str, DetectorSpec] = {
     "grounding-dino-tiny": DetectorSpec("IDEA-Research/grounding-dino-tiny"),
     "grounding-dino-base": DetectorSpec("IDEA-Research/grounding-dino-base"),
     "mm-grounding-dino-tiny": DetectorSpec("openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det"),
+    "mm-grounding-dino-large": DetectorSpec("openmmlab-community/mm_grounding_dino_large_o365v2_oiv6_goldg"),
     "llmdet-tiny": DetectorSpec("iSEE-Laboratory/llmdet_tiny"),
     # IDEA's original releases (the same weights as grounding-dino-tiny/-base, in IDEA's .pth layout).
     "groundingdino-swint-ogc": DetectorSpec("ShilongLiu/GroundingDINO/groundingdino_swint_ogc.pth"),

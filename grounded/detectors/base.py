@@ -33,7 +33,8 @@ class RawDetections:
             max sigmoid logit over all tokens of the query's caption, ``[CLS]``/``.``/``[SEP]`` included).
         image_size: (H, W) of the original image.
         masks: optional Q x H x W bool, for detectors that predict masks themselves; ``None`` (the
-            Grounding DINO family) means SAM makes the masks from the boxes.
+            Grounding DINO family) means SAM makes the masks from the boxes. The pipeline does not
+            read it yet: today every mask comes from SAM (a mask-predicting detector is future work).
     Q = num_queries x number of caption chunks (900 per chunk for the released Grounding DINO models).
     """
 
