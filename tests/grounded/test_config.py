@@ -102,6 +102,7 @@ def test_detector_presets_name_every_supported_kind():
         "grounding-dino-tiny": "IDEA-Research/grounding-dino-tiny",
         "grounding-dino-base": "IDEA-Research/grounding-dino-base",
         "mm-grounding-dino-tiny": "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det",
+        "mm-grounding-dino-large": "openmmlab-community/mm_grounding_dino_large_o365v2_oiv6_goldg",
         "llmdet-tiny": "iSEE-Laboratory/llmdet_tiny",
         "groundingdino-swint-ogc": "ShilongLiu/GroundingDINO/groundingdino_swint_ogc.pth",
         "groundingdino-swinb-cogcoor": "ShilongLiu/GroundingDINO/groundingdino_swinb_cogcoor.pth",
