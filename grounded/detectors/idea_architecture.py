@@ -88,6 +88,10 @@ def architecture_from_state_dict(
         return max(found) + 1 if found else 0
 
     stages = count(r"backbone\.0\.layers\.(\d+)\.blocks\.0\.norm1\.weight")
+    if stages == 0:
+        raise IdeaFormatError(
+            "no Swin stages (backbone.0.layers.N.blocks.M.*): not an IDEA Grounding DINO checkpoint"
+        )
     depths = tuple(count(rf"backbone\.0\.layers\.{s}\.blocks\.(\d+)\.norm1\.weight") for s in range(stages))
     tables = [
         shape(f"backbone.0.layers.{s}.blocks.0.attn.relative_position_bias_table") for s in range(stages)

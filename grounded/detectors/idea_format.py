@@ -215,6 +215,7 @@ def to_idea(state_dict: Mapping[str, torch.Tensor], arch: IdeaArchitecture) -> d
     unexpected = sorted(k for k in state_dict if k not in expected and not TRANSFORMERS_ONLY.fullmatch(k))
     if missing or unexpected:
         raise IdeaFormatError(_listing("transformers state dict", missing, unexpected))
+    # q, k, v (each D x D, or D) stack back into one packed (3D x D, or 3D) tensor
     return {
         idea: torch.cat([state_dict[t] for t in targets]) if len(targets) > 1 else state_dict[targets[0]]
         for idea, targets in rules
