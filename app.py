@@ -26,6 +26,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
+from grounded.config import load_config, with_detector
 from grounded.io.annotate import annotate
 from grounded.pipeline import GroundedSAM
 from grounded.web import service
@@ -369,6 +370,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Grounded SAM web app (Gradio).")
     parser.add_argument("--config", default=_env("GSAM_CONFIG", default="default"),
                         help="preset (default, quality, tiny-random) or YAML path [GSAM_CONFIG]")
+    parser.add_argument("--detector", default=_env("GSAM_DETECTOR"),
+                        help="replace the config's detector: a preset (mm-grounding-dino-tiny, llmdet-tiny, "
+                             "...), Hub id, folder or IDEA .pth [GSAM_DETECTOR]")
     parser.add_argument("--host", default=_env("GSAM_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),
                         help="bind address; 0.0.0.0 to serve the network [GSAM_HOST, GRADIO_SERVER_NAME]")
     parser.add_argument("--port", type=int,
@@ -403,7 +407,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = {"device": args.device} if args.device else {}
     try:
-        provider = PipelineProvider.from_config(args.config, **overrides)
+        config = with_detector(load_config(args.config), args.detector) if args.detector else args.config
+        provider = PipelineProvider.from_config(config, **overrides)
         provider.get()  # load the default preset now: missing weights fail here, clearly, not on first use
     except (ValueError, RuntimeError, OSError) as exc:
         detail = exc.__cause__ if isinstance(exc, service.PresetUnavailableError) else exc

@@ -4,6 +4,11 @@ Reference: transformers' processor + ``GroundingDinoForObjectDetection`` + its p
 usual way to run the model. Ours: ``GroundingDinoDetector.detect`` (our preprocessing, the fast path,
 per-class scores). Each variant also runs its model once on the reference's exact inputs so logits
 and boxes can be compared model to model.
+
+Other detectors of the registry: ``mm-*`` variants run MM-Grounding-DINO
+(``MMGroundingDinoForObjectDetection``, compared with ``mm-hf-default``, timed against
+``mm-hf-eager``); ``idea-ours-fp32`` loads the Grounding DINO weights from an IDEA-layout ``.pth``
+(compared with the Grounding DINO reference: the same weights).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 
 from benchmarks.context import Context, Skipped
 from benchmarks.measure import machine_info, measure
-from benchmarks.weights import DINO_DIR
+from benchmarks.weights import DINO_DIR, IDEA_FILE, MM_DINO_DIR
 
 __all__ = ["CLASSES", "DINO_VARIANTS", "compare_dino", "dino_image"]
 
@@ -61,9 +66,9 @@ def _topk_hook(record: list[torch.Tensor] | None = None, pinned: torch.Tensor | 
         torch.topk = original
 
 
-def _parity_outputs(ctx: Context, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _parity_outputs(ctx: Context, model: torch.nn.Module, family: str = "") -> dict[str, torch.Tensor]:
     """``model`` on the reference's exact inputs with the reference's query selection."""
-    inputs = ctx.load("dino-inputs")
+    inputs = ctx.load(f"{family}dino-inputs")
     if inputs is None:
         return {}
     pinned = inputs.pop("topk_indices")
@@ -76,18 +81,21 @@ def _parity_outputs(ctx: Context, model: torch.nn.Module) -> dict[str, torch.Ten
     }
 
 
-def _hf(attn: str | None) -> Callable[[Context, str], dict]:
+def _hf(attn: str | None, family: str = "") -> Callable[[Context, str], dict]:
     """attn "eager" forces eager attention everywhere (Swin and BERT too); None keeps transformers'
-    defaults (Grounding DINO's own modules are eager-only; Swin and BERT pick SDPA)."""
+    defaults (Grounding DINO's own modules are eager-only; Swin and BERT pick SDPA). family "mm-":
+    MM-Grounding-DINO."""
 
     def run(ctx: Context, name: str) -> dict:
+        import transformers
         from PIL import Image
-        from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
+        from transformers import GroundingDinoProcessor
 
-        folder = ctx.workdir / DINO_DIR
+        folder = ctx.workdir / (MM_DINO_DIR if family else DINO_DIR)
+        model_class = getattr(transformers, f"{'MM' if family else ''}GroundingDinoForObjectDetection")
         processor = GroundingDinoProcessor.from_pretrained(folder)
         extra = {} if attn is None else {"attn_implementation": attn}
-        model = GroundingDinoForObjectDetection.from_pretrained(folder, **extra).eval()
+        model = model_class.from_pretrained(folder, **extra).eval()
         image = dino_image(ctx.size)
         pil = Image.fromarray(image)
         caption = ". ".join(CLASSES) + "."
@@ -110,8 +118,8 @@ def _hf(attn: str | None) -> Callable[[Context, str], dict]:
             selected: list[torch.Tensor] = []
             with _topk_hook(record=selected):
                 inputs, outputs, result = detect()
-        if attn is None or ctx.load("dino-inputs") is None:  # the default-attention run is the reference
-            ctx.save("dino-inputs", dict(inputs, topk_indices=selected[0]))
+        if attn is None or ctx.load(f"{family}dino-inputs") is None:  # default attention is the reference
+            ctx.save(f"{family}dino-inputs", dict(inputs, topk_indices=selected[0]))
         ctx.save(
             f"dino-{name}",
             {
@@ -127,16 +135,32 @@ def _hf(attn: str | None) -> Callable[[Context, str], dict]:
     return run
 
 
-def _ours(**options: Any) -> Callable[[Context, str], dict]:
-    def run(ctx: Context, name: str) -> dict:
-        from grounded.detectors.grounding_dino import GroundingDinoDetector
+def _load_ours(ctx: Context, family: str, options: dict[str, Any]) -> Any:
+    """Our detector for ``family`` ("" Grounding DINO folder, "mm-" MM folder, "idea-" IDEA .pth)."""
+    from grounded.detectors.grounding_dino import GroundingDinoDetector
+    from grounded.detectors.idea_loading import load_idea_detector
+    from grounded.detectors.mm_grounding_dino import MMGroundingDinoDetector
 
+    if family == "idea-":
+        if not (ctx.workdir / IDEA_FILE).is_file():
+            raise Skipped("the IDEA-layout file is written for size=full only")
+        return load_idea_detector(
+            str(ctx.workdir / IDEA_FILE), tokenizer=str(ctx.workdir / DINO_DIR), device="cpu", **options
+        )
+    if family == "mm-":
+        folder = str(ctx.workdir / MM_DINO_DIR)
+        return MMGroundingDinoDetector.from_pretrained(folder, device="cpu", **options)
+    return GroundingDinoDetector.from_pretrained(str(ctx.workdir / DINO_DIR), device="cpu", **options)
+
+
+def _ours(family: str = "", **options: Any) -> Callable[[Context, str], dict]:
+    def run(ctx: Context, name: str) -> dict:
         dtype = options.get("dtype")
         if dtype in (torch.bfloat16, torch.float16) and not (
             machine_info()["native_bf16"] or torch.cuda.is_available()
         ):
             raise Skipped("CPU has no native bf16 (no AVX512_BF16 or AMX)")
-        detector = GroundingDinoDetector.from_pretrained(str(ctx.workdir / DINO_DIR), device="cpu", **options)
+        detector = _load_ours(ctx, family, options)
         model = detector.model
         image = dino_image(ctx.size)
         from grounded.detectors.fast_path import clear_fast_path_caches
@@ -151,7 +175,7 @@ def _ours(**options: Any) -> Callable[[Context, str], dict]:
             cached = measure(lambda: detector.detect(image, CLASSES), warmup=0, repeats=ctx.repeats)
             raw = detector.detect(image, CLASSES)
             saved = {"boxes": torch.from_numpy(raw.boxes), "scores": torch.from_numpy(raw.box_scores)}
-            saved.update(_parity_outputs(ctx, model))
+            saved.update(_parity_outputs(ctx, model, "mm-" if family == "mm-" else ""))
         ctx.save(f"dino-{name}", saved)
         result: dict[str, Any] = {"timing": timing.as_dict()}
         if options.get("fast_path", True):
@@ -184,6 +208,11 @@ DINO_VARIANTS: dict[str, Callable[[Context, str], dict]] = {
     "ours-int8": _ours(quantize_int8=True),
     "ours-bf16": _ours(dtype=torch.bfloat16),
     "ours-bf16-emulated": _bf16_emulated,
+    "mm-hf-eager": _hf("eager", "mm-"),
+    "mm-hf-default": _hf(None, "mm-"),
+    "mm-ours-plain": _ours("mm-", fast_path=False),
+    "mm-ours-fp32": _ours("mm-"),
+    "idea-ours-fp32": _ours("idea-"),
 }
 
 
@@ -197,15 +226,15 @@ def compare_dino(ctx: Context, reference: str | None = None) -> dict[str, dict[s
     not the model's; our detector, like hf-default, runs BERT with SDPA, which masks.
     """
     reference = reference or ("hf-default" if ctx.load("dino-hf-default") is not None else "hf-eager")
-    ref = ctx.load(f"dino-{reference}")
+    mm_reference = "mm-hf-default" if ctx.load("dino-mm-hf-default") is not None else "mm-hf-eager"
     out: dict[str, dict[str, Any]] = {}
-    if ref is None:
-        return out
     for name in DINO_VARIANTS:
         got = ctx.load(f"dino-{name}")
-        if got is None:
+        against = mm_reference if name.startswith("mm-") else reference  # MM: other weights
+        ref = ctx.load(f"dino-{against}")
+        if got is None or ref is None:
             continue
-        row: dict[str, Any] = {"reference": reference}
+        row: dict[str, Any] = {"reference": against}
         if "logits" in got and "logits" in ref:
             finite = torch.isfinite(ref["logits"])
             row["logits_max_abs"] = float((got["logits"][finite] - ref["logits"][finite]).abs().max())

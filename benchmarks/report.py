@@ -84,7 +84,8 @@ def summarize(cases: dict[str, dict[str, dict]], comparisons: dict[str, dict]) -
         "parity_met": None if not sam2_parity else max(sam2_parity.values()) <= SAM2_PARITY,
     }
 
-    dino = cases.get("dino", {})
+    dino = {k: v for k, v in cases.get("dino", {}).items() if not k.startswith("mm-")}
+    mm_dino = {k: v for k, v in cases.get("dino", {}).items() if k.startswith("mm-")}
     speedups = _speedups(dino, "hf-eager")
     parity = comparisons.get("dino", {}).get("ours-fp32", {})
     parity_ok = (
@@ -106,6 +107,9 @@ def summarize(cases: dict[str, dict[str, dict]], comparisons: dict[str, dict]) -
         "speedup_vs_hf_eager": speedups,
         "speedup_vs_hf_default": _speedups(dino, "hf-default"),
         "speedup_vs_hf_eager_same_allocator": _speedups(dino, "hf-eager+malloc"),
+        "mm_speedup_vs_mm_hf_eager": _speedups(mm_dino, "mm-hf-eager"),
+        "mm_speedup_vs_mm_hf_default": _speedups(mm_dino, "mm-hf-default"),
+        "mm_fp32_parity": comparisons.get("dino", {}).get("mm-ours-fp32", {}),
         "fp32_parity": parity,
         "fastest_accurate_variant": best_dino,
         "target": (
@@ -174,6 +178,9 @@ def table_rows(cases: dict[str, dict[str, dict]], comparisons: dict[str, dict]) 
             else:
                 t = _median(r, "timing", "median_s")
                 pairs = ((eager, "eager"), (sdpa, fast_ref.removeprefix("hf-")))
+                if name.startswith("mm-"):  # MM-Grounding-DINO: against transformers' MM model
+                    pairs = tuple((_median(variants.get(f"mm-hf-{k}"), "timing", "median_s"), f"mm {k}")
+                                  for k in ("eager", "default"))
                 speed = " / ".join(f"{ref / t:.2f}x {label}" for ref, label in pairs if ref and t)
                 rows.append(
                     [

@@ -55,6 +55,11 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
         "ours-int8",
         "ours-bf16",
         "ours-bf16-emulated",
+        "mm-hf-eager",
+        "mm-hf-default",
+        "mm-ours-plain",
+        "mm-ours-fp32",
+        "idea-ours-fp32",
     ),
     "e2e": ("ours-fp32", "ours-plain"),
 }

@@ -1,6 +1,8 @@
 """Random-weight models for the benchmark, saved once with ``save_pretrained`` so every variant loads
 identical weights: transformers' ``SamModel`` (ViT-B) and ``GroundingDinoForObjectDetection``
-(Swin-T + BERT-base, i.e. grounding-dino-tiny's architecture) with a locally generated BERT vocabulary.
+(Swin-T + BERT-base, i.e. grounding-dino-tiny's architecture) with a locally generated BERT vocabulary;
+``MMGroundingDinoForObjectDetection`` at the same size (MM-Grounding-DINO-T / LLMDet-T); and the
+Grounding DINO weights again as an IDEA-Research ``.pth`` (IDEA's key layout, full size only).
 
 ``size="tiny"`` builds toy versions of the same architectures for the smoke test.
 """
@@ -12,11 +14,16 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SAM_DIR", "SAM2_DIR", "DINO_DIR", "prepare_weights", "dino_config", "sam_config", "sam2_config"]
+__all__ = [
+    "SAM_DIR", "SAM2_DIR", "DINO_DIR", "MM_DINO_DIR", "IDEA_FILE", "prepare_weights", "dino_config",
+    "sam_config", "sam2_config",
+]
 
 SAM_DIR = "hf_sam"
 SAM2_DIR = "hf_sam2"
 DINO_DIR = "hf_dino"
+MM_DINO_DIR = "hf_mm_dino"
+IDEA_FILE = "idea_groundingdino_swint.pth"
 _BERT_VOCAB_SIZE = 30522
 
 
@@ -158,8 +165,8 @@ def _randomize_dino_(model: torch.nn.Module, seed: int) -> None:
     head's last layer to zero (boxes = proposals); small random weights make every query sample
     different points and predict its own box, as trained models do (and see the logit scale below)."""
     gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if type(module).__name__ == "GroundingDinoMultiscaleDeformableAttention":
+    for module in model.modules():  # GroundingDino... and MMGroundingDino...
+        if type(module).__name__.endswith("GroundingDinoMultiscaleDeformableAttention"):
             weight = module.sampling_offsets.weight
             weight.copy_(0.01 * torch.randn(weight.shape, generator=gen))
     last = model.bbox_embed[0].layers[-1].weight  # shared by every decoder layer and the encoder head
@@ -224,4 +231,25 @@ def prepare_weights(workdir: Path, *, size: str = "full", seed: int = 0) -> dict
         else {"shortest_edge": 128, "longest_edge": 213}
     )
     GroundingDinoImageProcessor(size=edge).save_pretrained(dino_dir)
-    return {"sam": str(workdir / SAM_DIR), "sam2": str(workdir / SAM2_DIR), "dino": str(dino_dir)}
+    folders = {"sam": str(workdir / SAM_DIR), "sam2": str(workdir / SAM2_DIR), "dino": str(dino_dir)}
+    if size == "full":  # the same weights in IDEA's layout; its BERT tokenizer is the one in dino_dir
+        from grounded.detectors.idea_architecture import IdeaArchitecture
+        from grounded.detectors.idea_format import to_idea
+
+        torch.save({"model": to_idea(dino.state_dict(), IdeaArchitecture())}, workdir / IDEA_FILE)
+        folders["idea"] = str(workdir / IDEA_FILE)
+    del dino
+
+    from transformers import MMGroundingDinoConfig, MMGroundingDinoForObjectDetection
+
+    values = dino_config(size, vocab_size).to_dict()
+    for key in ("model_type", "transformers_version", "architectures"):
+        values.pop(key, None)
+    mm_dir = workdir / MM_DINO_DIR
+    mm = MMGroundingDinoForObjectDetection(MMGroundingDinoConfig(**values)).eval()
+    _randomize_dino_(mm, seed + 1)
+    mm.save_pretrained(mm_dir)
+    _save_tokenizer(mm_dir, vocab_size)
+    GroundingDinoImageProcessor(size=edge).save_pretrained(mm_dir)
+    folders["mm_dino"] = str(mm_dir)
+    return folders

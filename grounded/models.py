@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 
 from grounded.config import PipelineConfig
-from grounded.detectors.grounding_dino import GroundingDinoDetector
-from grounded.detectors.tiny import build_tiny_detector
+from grounded.detectors.base import OpenVocabularyDetector
+from grounded.detectors.registry import BuildOptions
+from grounded.detectors.registry import build_detector as _build_from_registry
 from sam_core import Sam, build_sam
 from sam_core.device import resolve_dtype
 from sam_core.fast import quantize_encoder_int8
@@ -46,13 +47,9 @@ def model_dtypes(config: PipelineConfig, device: torch.device) -> dict[str, torc
 
 def build_detector(
     config: PipelineConfig, *, device: torch.device, dtype: torch.dtype
-) -> GroundingDinoDetector:
-    spec = config.detector
-    if spec.untrained:
-        return build_tiny_detector(config.seed, device=device, dtype=dtype, quantize_int8=spec.int8)
-    return GroundingDinoDetector.from_pretrained(
-        spec.model, device=device, dtype=dtype, quantize_int8=spec.int8
-    )
+) -> OpenVocabularyDetector:
+    """The detector ``config.detector`` names, through ``grounded.detectors.registry`` (any kind)."""
+    return _build_from_registry(config.detector, BuildOptions(device=device, dtype=dtype, seed=config.seed))
 
 
 def build_sam_model(config: PipelineConfig, *, device: torch.device, dtype: torch.dtype) -> Sam:

@@ -22,7 +22,7 @@ import torch
 
 from grounded.cache import ByteLRUCache
 from grounded.config import PipelineConfig, load_config
-from grounded.detectors.grounding_dino import GroundingDinoDetector, RawDetections
+from grounded.detectors.base import OpenVocabularyDetector, RawDetections
 from grounded.detectors.prompt import parse_prompt
 from grounded.detectors.scoring import select_detections
 from grounded.io.images import image_content_hash, load_image
@@ -69,12 +69,13 @@ class GroundedSAM:
     """Text-prompted instance segmentation.
 
     Args:
-        detector: a ``GroundingDinoDetector`` (boxes and one class per box from the prompt).
+        detector: any ``OpenVocabularyDetector`` (``grounded.detectors.registry``): raw boxes and per-class
+            scores for the prompt's classes; thresholds, one class per box, NMS and caching are applied here.
         sam: a ``sam_core.Sam`` (masks from boxes).
         config: thresholds, caps and cache budget; ``PipelineConfig()`` when omitted.
     """
 
-    def __init__(self, detector: GroundingDinoDetector, sam: Sam, *, config: PipelineConfig | None = None):
+    def __init__(self, detector: OpenVocabularyDetector, sam: Sam, *, config: PipelineConfig | None = None):
         self.config = config or PipelineConfig()
         self.detector = detector
         self.sam = sam
@@ -84,7 +85,7 @@ class GroundedSAM:
         self._sam_lock = threading.Lock()
         self.stats = PipelineStats()
         self._sam_id = f"sam:{self.config.sam.model_type}:{self.config.sam.checkpoint}:{id(sam)}"
-        self._detector_id = f"det:{detector.model_id}:{id(detector)}"
+        self._detector_id = f"det:{detector.cache_key}"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -120,8 +121,8 @@ class GroundedSAM:
     # ------------------------------------------------------------------ public API
     @property
     def is_untrained(self) -> bool:
-        """True for the tiny random preset: outputs are meaningless and must be labelled as such."""
-        return self.config.untrained
+        """True when a model is random (tiny-random): outputs are meaningless and must be labelled as such."""
+        return self.config.untrained or bool(self.detector.untrained)
 
     def describe(self) -> dict[str, Any]:
         """The models this pipeline runs, resolved: ``{"preset", "untrained", "detector": {"model",

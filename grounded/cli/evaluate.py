@@ -318,6 +318,7 @@ def run_eval(pipe: Any, *, images_dir: str | os.PathLike[str], annotations: str 
                       image_ids=evaluated, category_ids=category_ids)
     report.classes, report.skipped = classes, skipped
     report.extra = {"annotations": os.fspath(annotations), "images_dir": os.fspath(images_dir),
-                    "config": pipe.config.name, "untrained": bool(pipe.config.untrained),
+                    "config": pipe.config.name, "untrained": bool(pipe.is_untrained),
+                    "models": pipe.describe(),
                     "seconds": round(time.perf_counter() - start, 3)}
     return report

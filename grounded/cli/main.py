@@ -29,7 +29,7 @@ from grounded.cli.batch import (
     run_batch,
     run_identity,
 )
-from grounded.config import SAM_PRESETS, load_config
+from grounded.config import SAM_PRESETS, load_config, with_detector
 from grounded.detectors.prompt import parse_prompt
 from grounded.io.sources import SourceError, expand_sources, parse_shard, select_shard, shown
 
@@ -124,9 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default="default",
-                        help="preset (default, fast, hq, quality, tiny-random) or YAML file")
+                        help="preset (default, fast, hq, sam2, quality, mm-tiny, llmdet-tiny, tiny-random) "
+                             "or YAML file (default: default)")
     parser.add_argument("--sam", choices=sorted(SAM_PRESETS),
                         help="override the config's segmenter with this SAM preset (e.g. vit_t, hq_vit_b)")
+    parser.add_argument("--detector", metavar="NAME",
+                        help="replace the config's detector: a preset (grounding-dino-tiny, "
+                             "grounding-dino-base, mm-grounding-dino-tiny, llmdet-tiny, ...), a Hub id, a "
+                             "model folder or an IDEA .pth")
     parser.add_argument("--box-threshold", type=_unit_float, help="detector box threshold in [0, 1]")
     parser.add_argument("--text-threshold", type=_unit_float, help="class phrase threshold in [0, 1]")
     parser.add_argument("--max-detections", type=_positive_int, help="keep at most N instances per image")
@@ -297,6 +302,8 @@ def _config(args: argparse.Namespace) -> Any:
         config = load_config(args.config)
         if getattr(args, "sam", None):
             config = dataclasses.replace(config, sam=SAM_PRESETS[args.sam])
+        if args.detector is not None:
+            config = with_detector(config, args.detector)
         return dataclasses.replace(config, dtype=args.dtype) if args.dtype else config
     except ValueError as exc:
         raise _UsageError(str(exc)) from None

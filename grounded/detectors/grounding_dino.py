@@ -10,57 +10,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from grounded.detectors.base import RawDetections
 from grounded.detectors.fast_path import enable_dino_fast_path
 from grounded.detectors.loading import ModelUnavailableError, load_grounding_dino, resolve_model_folder
 from grounded.detectors.preprocess import DetectorPreprocessor
 from grounded.detectors.prompt import TokenizedCaption, tokenize_classes
 
 __all__ = ["GroundingDinoDetector", "ModelUnavailableError", "RawDetections", "scores_from_logits"]
-
-
-@dataclass(frozen=True)
-class RawDetections:
-    """All detector queries for one image and one class list, before thresholds.
-
-    Attributes:
-        boxes: Q x 4 float32, xyxy in absolute pixels of the original image, not clipped.
-        class_scores: Q x C float32 in [0, 1]; score of class c for query q = max sigmoid logit over
-            the tokens of class c's phrase (0 for classes that were in another caption chunk).
-        box_scores: Q float32 in [0, 1]; max sigmoid logit over all tokens of the query's caption
-            (``[CLS]``/``.``/``[SEP]`` included), Grounding DINO's ``box_threshold`` score.
-        image_size: (H, W) of the original image.
-    Q = num_queries x number of caption chunks (900 per chunk for the released models).
-    """
-
-    boxes: np.ndarray
-    class_scores: np.ndarray
-    box_scores: np.ndarray
-    image_size: tuple[int, int]
-
-    def __post_init__(self) -> None:
-        num = self.boxes.shape[0]
-        if self.boxes.shape != (num, 4) or self.class_scores.ndim != 2 or self.class_scores.shape[0] != num:
-            raise ValueError(
-                f"RawDetections needs boxes Q x 4 and class_scores Q x C; got {self.boxes.shape} and "
-                f"{self.class_scores.shape}"
-            )
-        if self.box_scores.shape != (num,):
-            raise ValueError(f"box_scores must have shape ({num},), got {self.box_scores.shape}")
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.class_scores.shape[1])
-
-    def nbytes(self) -> int:
-        """Memory held by the arrays (for byte-bounded caches)."""
-        return int(self.boxes.nbytes + self.class_scores.nbytes + self.box_scores.nbytes)
 
 
 def scores_from_logits(
@@ -89,7 +51,11 @@ def scores_from_logits(
 
 
 class GroundingDinoDetector:
-    """Text-prompted boxes from a transformers Grounding DINO model.
+    """Text-prompted boxes from a transformers Grounding DINO model (an ``OpenVocabularyDetector``).
+
+    The same code serves every model of the family that transformers runs through
+    ``GroundingDinoModel.forward`` (Grounding DINO; MM-Grounding-DINO and LLMDet through the
+    ``MMGroundingDinoDetector`` subclass): they differ only in weights and in the class head's bias.
 
     Args:
         model: a ``GroundingDinoForObjectDetection`` (put in eval mode here).
@@ -101,7 +67,11 @@ class GroundingDinoDetector:
             fusion attention, text/backbone caches; float32 results equal transformers' to rounding).
             ``False`` runs transformers' modules unchanged.
         quantize_int8: (fast path, CPU, float32) dynamic int8 linears; faster, slightly less accurate.
+        untrained: the weights are random (test models): outputs are meaningless.
     """
+
+    # config.json ``model_type`` of the checkpoints this class loads (``from_pretrained`` refuses others).
+    model_type: ClassVar[str] = "grounding-dino"
 
     def __init__(
         self,
@@ -114,6 +84,7 @@ class GroundingDinoDetector:
         preprocessor: DetectorPreprocessor | None = None,
         fast_path: bool = True,
         quantize_int8: bool = False,
+        untrained: bool = False,
     ) -> None:
         if fast_path:
             # Exact re-formulations + caches (detectors.fast_path); a reduced dtype runs under autocast
@@ -135,6 +106,13 @@ class GroundingDinoDetector:
         self.model_id = model_id
         self.preprocessor = preprocessor or DetectorPreprocessor()
         self.max_text_len = int(model.config.max_text_len)
+        self.untrained = untrained
+
+    @property
+    def cache_key(self) -> str:
+        """This instance's outputs in the pipeline's caches: weights, precision, input size, identity."""
+        size = f"{self.preprocessor.shortest_edge}x{self.preprocessor.longest_edge}"
+        return f"{type(self).__name__}:{self.model_id}:{self.precision}:{size}:{id(self)}"
 
     @property
     def device(self) -> torch.device:
@@ -172,7 +150,7 @@ class GroundingDinoDetector:
 
         # The fast path casts linear/conv weights itself and keeps norms in float32.
         load_dtype = torch.float32 if fast_path else dtype
-        model = load_grounding_dino(folder, dtype=load_dtype)
+        model = load_grounding_dino(folder, dtype=load_dtype, model_type=cls.model_type)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         preprocessor = None
         config_file = folder / "preprocessor_config.json"

@@ -1,4 +1,4 @@
-"""Find a Grounding DINO model folder: a local path, or a Hub repo id through the Hugging Face cache.
+"""Find a Grounding DINO family model folder: a local path, or a Hub repo id through the Hugging Face cache.
 
 Hub ids go through ``sam_core.hub`` (the project's one Hub policy: a warm cache makes no network
 call; ``HF_HUB_OFFLINE`` or no network fails at once with a :class:`ModelUnavailableError` naming the
@@ -7,12 +7,26 @@ repo, the missing files, the cache directory and what to do).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from sam_core.hub import HubFilesUnavailable, fetch_snapshot
 
-__all__ = ["ModelUnavailableError", "REQUIRED_FILES", "load_grounding_dino", "resolve_model_folder"]
+__all__ = [
+    "MODEL_CLASSES",
+    "ModelUnavailableError",
+    "REQUIRED_FILES",
+    "checkpoint_model_type",
+    "load_grounding_dino",
+    "resolve_model_folder",
+]
+
+# config.json ``model_type`` -> the transformers class that runs it (both share GroundingDinoModel's forward).
+MODEL_CLASSES: dict[str, str] = {
+    "grounding-dino": "GroundingDinoForObjectDetection",
+    "mm-grounding-dino": "MMGroundingDinoForObjectDetection",
+}
 
 # What GroundingDinoForObjectDetection + AutoTokenizer need; each entry is satisfied by any one of its
 # names. Weights are safetensors only (single file or sharded).
@@ -74,18 +88,40 @@ def resolve_model_folder(name_or_path: str) -> Path:
         raise ModelUnavailableError(str(error)) from error
 
 
-def load_grounding_dino(folder: Path, *, dtype: Any = None) -> Any:
-    """``GroundingDinoForObjectDetection`` from a resolved folder, strictly.
+def checkpoint_model_type(folder: Path) -> str:
+    """``model_type`` of the folder's ``config.json`` (``grounding-dino``, ``mm-grounding-dino``, ...)."""
+    path = Path(folder) / "config.json"
+    try:
+        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ModelUnavailableError(f"cannot read {str(path)!r} ({type(error).__name__}: {error})") from error
+    if not isinstance(model_type, str):
+        raise ModelUnavailableError(f"{str(path)!r} names no model_type; is it a transformers model folder?")
+    return model_type
+
+
+def load_grounding_dino(folder: Path, *, dtype: Any = None, model_type: str = "grounding-dino") -> Any:
+    """The ``MODEL_CLASSES[model_type]`` model from a resolved folder, strictly.
+
+    The folder's ``config.json`` must name ``model_type`` (a Grounding DINO folder is never loaded
+    as MM-Grounding-DINO or the other way round: the class heads differ).
 
     transformers would fill missing weights with random values and only log it; a corrupt safetensors
     file raises safetensors' own error. Both become a :class:`ModelUnavailableError` naming the file
     or the offending keys, so a damaged download is never served as a silently half-random model.
     """
+    import transformers
     from safetensors import SafetensorError
-    from transformers import GroundingDinoForObjectDetection
 
+    found = checkpoint_model_type(folder)
+    if found != model_type:
+        raise ModelUnavailableError(
+            f"{str(folder)!r} holds a {found!r} checkpoint, not {model_type!r}; name it in the detector "
+            "config as it is (the registry picks the loader from config.json's model_type)"
+        )
+    model_class = getattr(transformers, MODEL_CLASSES[model_type])
     try:
-        model, info = GroundingDinoForObjectDetection.from_pretrained(
+        model, info = model_class.from_pretrained(
             folder, use_safetensors=True, dtype=dtype, output_loading_info=True
         )
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:

@@ -150,4 +150,5 @@ def build_tiny_detector(
         preprocessor=DetectorPreprocessor(shortest_edge=256, longest_edge=427),
         fast_path=fast_path,
         quantize_int8=quantize_int8,
+        untrained=True,
     )

@@ -93,3 +93,51 @@ def test_unknown_name_is_refused():
 def test_invalid_values_are_refused(field, value):
     with pytest.raises(ValueError, match=field if field != "dtype" else "dtype"):
         PipelineConfig(**{field: value})
+
+
+def test_detector_presets_name_every_supported_kind():
+    from grounded.config import DETECTOR_PRESETS
+
+    expected = {
+        "grounding-dino-tiny": "IDEA-Research/grounding-dino-tiny",
+        "grounding-dino-base": "IDEA-Research/grounding-dino-base",
+        "mm-grounding-dino-tiny": "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det",
+        "mm-grounding-dino-large": "openmmlab-community/mm_grounding_dino_large_o365v2_oiv6_goldg",
+        "llmdet-tiny": "iSEE-Laboratory/llmdet_tiny",
+        "groundingdino-swint-ogc": "ShilongLiu/GroundingDINO/groundingdino_swint_ogc.pth",
+        "groundingdino-swinb-cogcoor": "ShilongLiu/GroundingDINO/groundingdino_swinb_cogcoor.pth",
+    }
+    assert {name: DETECTOR_PRESETS[name].model for name in expected} == expected
+    assert load_config("mm-tiny").detector == DETECTOR_PRESETS["mm-grounding-dino-tiny"]
+    assert load_config("llmdet-tiny").detector == DETECTOR_PRESETS["llmdet-tiny"]
+    assert load_config("mm-tiny").sam == PIPELINE_PRESETS["default"].sam
+
+
+def test_with_detector_takes_a_preset_or_a_model(tmp_path):
+    from grounded.config import DETECTOR_PRESETS, DetectorSpec, with_detector
+
+    base = load_config("default")
+    assert with_detector(base, "llmdet-tiny").detector == DETECTOR_PRESETS["llmdet-tiny"]
+    pth = str(tmp_path / "groundingdino_swint_ogc.pth")
+    assert with_detector(base, pth).detector == DetectorSpec(pth)
+    assert with_detector(base, pth).sam == base.sam
+    with pytest.raises(ValueError, match="preset"):
+        with_detector(base, " ")
+
+
+def test_yaml_names_an_idea_checkpoint_with_its_tokenizer_and_config(tmp_path):
+    path = tmp_path / "idea.yaml"
+    path.write_text(
+        "detector: {model: /w/groundingdino_swint_ogc.pth, tokenizer: /w/bert, config_file: /w/cfg.py}\n"
+    )
+    spec = load_config(path).detector
+    assert spec.model == "/w/groundingdino_swint_ogc.pth"
+    assert (spec.tokenizer, spec.config_file) == ("/w/bert", "/w/cfg.py")
+
+
+def test_tokenizer_and_config_file_are_refused_for_a_transformers_folder(tmp_path):
+    from grounded.config import DetectorSpec
+    from grounded.detectors.registry import detector_kind
+
+    with pytest.raises(ValueError, match="IDEA .pth checkpoints only"):
+        detector_kind(DetectorSpec(str(tmp_path), tokenizer="google-bert/bert-base-uncased"))

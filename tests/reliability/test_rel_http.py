@@ -72,15 +72,20 @@ class _FlakyDetector:
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.model_id, self.failures = inner, f"{inner.model_id} (flaky)", 0
+        self.untrained, self.precision = inner.untrained, inner.precision
+
+    @property
+    def cache_key(self) -> str:  # OpenVocabularyDetector: its own cache entries
+        return f"{self.inner.cache_key} (flaky)"
+
+    def describe(self) -> dict[str, str]:
+        return {**self.inner.describe(), "model": self.model_id}
 
     def detect(self, image: np.ndarray, classes: list[str]) -> Any:
         if self.failures:
             self.failures -= 1
             raise RuntimeError(f"CUDA error: device-side assert triggered while reading {SECRET}")
         return self.inner.detect(image, classes)
-
-    def describe(self) -> dict[str, str]:
-        return {**self.inner.describe(), "model": self.model_id}
 
 
 @pytest.fixture(scope="module")
