@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import torch
 
-from .checkpoint import check_state_dict, load_sam_state_dict, read_checkpoint_config
+from .checkpoint import load_sam_state_dict, read_checkpoint_config
 from .config import SAM_CONFIGS, SamConfig
-from .device import resolve_device, resolve_dtype
 from .hq_decoder import MaskDecoderHQ
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
+from .materialize import materialize
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
 from .sam2.build import SAM2_REGISTRY, build_sam2, is_sam2_model_type
@@ -66,25 +66,9 @@ def build_sam(
     if is_sam2_model_type(model_type, checkpoint):
         return build_sam2(model_type, checkpoint, device=device, dtype=dtype, seed=seed)
     config = _resolve_config(model_type, checkpoint)
-    target_device = resolve_device(device)
-    target_dtype = resolve_dtype(dtype, target_device)
-    if checkpoint is None:
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            sam = sam_from_config(config)
-    else:
-        state = load_sam_state_dict(checkpoint, config=config)
-        with torch.device("meta"):  # no time spent on a random init that the weights overwrite
-            sam = sam_from_config(config)
-        check_state_dict(sam, state, source=f"checkpoint {os.fspath(checkpoint)!r}")
-        sam = sam.to_empty(device="cpu")
-        sam.load_state_dict(state, strict=True)
-        sam.reset_pixel_stats()
-    sam = sam.to(device=target_device)
-    if target_dtype != torch.float32:
-        sam.set_dtype(target_dtype)
-    return sam.eval()
+    read = None if checkpoint is None else (lambda: load_sam_state_dict(checkpoint, config=config))
+    return materialize(lambda: sam_from_config(config), read, checkpoint=checkpoint, device=device,
+                       dtype=dtype, seed=seed)
 
 
 def sam_from_config(config: SamConfig) -> Sam:

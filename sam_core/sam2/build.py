@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..checkpoint import check_state_dict, resolve_checkpoint
-from ..device import resolve_device, resolve_dtype
+from ..checkpoint import resolve_checkpoint
+from ..materialize import materialize
 from ..transformer import TwoWayTransformer
 from .checkpoint import load_sam2_state_dict
 from .config import SAM2_CONFIGS, Sam2Config
@@ -58,25 +58,9 @@ def build_sam2(
         seed: makes the random initialisation deterministic (without touching the global RNG).
     """
     config = _resolve_config(model_type, checkpoint)
-    target_device = resolve_device(device)
-    target_dtype = resolve_dtype(dtype, target_device)
-    if checkpoint is None:
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            model = sam2_from_config(config)
-    else:
-        state = load_sam2_state_dict(checkpoint, config=config)
-        with torch.device("meta"):  # no time spent on a random init that the weights overwrite
-            model = sam2_from_config(config)
-        check_state_dict(model, state, source=f"checkpoint {os.fspath(checkpoint)!r}")
-        model = model.to_empty(device="cpu")
-        model.load_state_dict(state, strict=True)
-        model.reset_pixel_stats()
-    model = model.to(device=target_device)
-    if target_dtype != torch.float32:
-        model.set_dtype(target_dtype)
-    return model.eval()
+    read = None if checkpoint is None else (lambda: load_sam2_state_dict(checkpoint, config=config))
+    return materialize(lambda: sam2_from_config(config), read, checkpoint=checkpoint, device=device,
+                       dtype=dtype, seed=seed)
 
 
 def sam2_from_config(config: Sam2Config) -> Sam2:
