@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm2d", "MLPBlock"]
+__all__ = ["LayerNorm2d", "MLPBlock", "PromptableModel"]
 
 
 class MLPBlock(nn.Module):
@@ -39,3 +39,29 @@ class LayerNorm2d(nn.Module):
         x = x.permute(0, 2, 3, 1)  # B x H x W x C
         x = F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)  # B x C x H x W
+
+
+class PromptableModel(nn.Module):
+    """What SAM 1 and SAM 2 share around their modules: precision and placement.
+
+    Subclasses have ``prompt_encoder.pe_layer``, ``mask_decoder.iou_token`` and ``reset_pixel_stats()``.
+    """
+
+    def set_dtype(self, dtype: torch.dtype) -> PromptableModel:
+        """Run encoder and decoder in ``dtype``; the pixel statistics and the prompt encoder's random
+        Fourier matrix stay float32 (a plain ``.to(dtype)`` also works but rounds those constants)."""
+        pe_layer = self.prompt_encoder.pe_layer
+        gaussian = pe_layer.positional_encoding_gaussian_matrix.detach().float().clone()
+        self.to(dtype=dtype)
+        pe_layer.positional_encoding_gaussian_matrix = gaussian
+        self.reset_pixel_stats()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype the encoder and decoder run in (float32, bfloat16 or float16)."""
+        return self.mask_decoder.iou_token.weight.dtype

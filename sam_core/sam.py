@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from .common import PromptableModel
 from .config import SamConfig
 from .hq_decoder import MaskDecoderHQ
 from .image_encoder import ImageEncoderViT
@@ -21,7 +21,7 @@ from .tiny_vit import TinyViT
 __all__ = ["Sam"]
 
 
-class Sam(nn.Module):
+class Sam(PromptableModel):
     """Predicts object masks from an image and prompts (points, boxes, a low-res mask).
 
     The encoder is a ViT (SAM, SAM-HQ) or TinyViT (MobileSAM, light SAM-HQ); with a
@@ -60,27 +60,6 @@ class Sam(nn.Module):
         device = self.pixel_mean.device if self.pixel_mean.device.type != "meta" else None
         self.pixel_mean = torch.tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)  # 3 x 1 x 1
         self.pixel_std = torch.tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)  # 3 x 1 x 1
-
-    def set_dtype(self, dtype: torch.dtype) -> Sam:
-        """Run encoder and decoder in ``dtype``; pixel stats and the Fourier matrix stay float32.
-
-        (A plain ``.to(dtype)`` also works but rounds those constants to ``dtype``.)
-        """
-        pe_layer = self.prompt_encoder.pe_layer
-        gaussian = pe_layer.positional_encoding_gaussian_matrix.detach().float().clone()
-        self.to(dtype=dtype)
-        pe_layer.positional_encoding_gaussian_matrix = gaussian
-        self.reset_pixel_stats()
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Dtype the encoder and decoder run in (float32, bfloat16 or float16)."""
-        return self.mask_decoder.iou_token.weight.dtype
 
     @property
     def is_hq(self) -> bool:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common import PromptableModel
 from .config import Sam2Config
 from .mask_decoder import Sam2MaskDecoder
 from .neck import ImageEncoder
@@ -23,7 +24,7 @@ from .transforms import ResizeSquare
 __all__ = ["Sam2"]
 
 
-class Sam2(nn.Module):
+class Sam2(PromptableModel):
     """Predicts object masks from an image and prompts (points, boxes, a low-res mask)."""
 
     mask_threshold: float = 0.0
@@ -56,23 +57,6 @@ class Sam2(nn.Module):
         device = self.pixel_mean.device if self.pixel_mean.device.type != "meta" else None
         self.pixel_mean = torch.tensor(self.config.pixel_mean, device=device).view(-1, 1, 1)  # 3 x 1 x 1
         self.pixel_std = torch.tensor(self.config.pixel_std, device=device).view(-1, 1, 1)  # 3 x 1 x 1
-
-    def set_dtype(self, dtype: torch.dtype) -> Sam2:
-        """Run encoder and decoder in ``dtype``; pixel stats and the Fourier matrix stay float32."""
-        pe_layer = self.prompt_encoder.pe_layer
-        gaussian = pe_layer.positional_encoding_gaussian_matrix.detach().float().clone()
-        self.to(dtype=dtype)
-        pe_layer.positional_encoding_gaussian_matrix = gaussian
-        self.reset_pixel_stats()
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.mask_decoder.iou_token.weight.dtype
 
     @property
     def image_size(self) -> int:
