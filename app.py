@@ -58,7 +58,8 @@ _INTRO = (
     "instance, pick it (list, legend or table row) and click on the overlay: green adds, red removes."
 )
 _CLICK_MODES = ["add (positive)", "remove (negative)"]
-_PRESET_INFO = "fast: Grounding DINO-T + SAM ViT-B; quality: DINO-B + SAM ViT-H (loaded on first use)"
+_PRESET_INFO = ("default: DINO-T + SAM ViT-B; fast: + MobileSAM; hq: + SAM-HQ; sam2: + SAM 2.1-T; "
+                "quality: DINO-B + SAM ViT-H; mm-tiny / llmdet-tiny: better detectors (loaded on first use)")
 # Photos bundled inside scikit-image (no download) and prompts that fit them.
 _EXAMPLES = (
     ("chelsea", "cat."),
@@ -141,8 +142,8 @@ def build_demo(
     """The Gradio page and its ``/segment`` API endpoint.
 
     Args:
-        pipelines: one pipeline, a lazily loading ``PipelineProvider`` (fast/quality presets), or a
-            zero-argument factory (loaded on first use).
+        pipelines: one pipeline, a lazily loading ``PipelineProvider`` (the served config plus every
+            real preset), or a zero-argument factory (loaded on first use).
         examples: show the scikit-image example photos.
         queue_size: requests waiting beyond this are refused ("queue full").
         concurrency: model events running at once (the pipeline also locks each model).
