@@ -99,9 +99,19 @@ def write_examples(folder: str | os.PathLike[str]) -> list[list[str]]:
 
 
 def _errors_for_users(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """ValueError -> ``gr.Error`` with its (HTML-escaped) message; anything else is logged here and
-    the client gets a generic message (no traceback, no paths)."""
+    """For the page's events, whose messages the browser renders as HTML: ValueError -> ``gr.Error``
+    with its HTML-escaped message; anything else is logged here and the client gets a generic message
+    (no traceback, no paths)."""
+    return _errors(fn, escape=True)
 
+
+def _errors_for_api(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """For the HTTP-only ``/segment`` endpoint: the same, with the message as plain text (it travels
+    as a JSON string in an event stream, never rendered as HTML)."""
+    return _errors(fn, escape=False)
+
+
+def _errors(fn: Callable[..., Any], *, escape: bool) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -109,7 +119,8 @@ def _errors_for_users(fn: Callable[..., Any]) -> Callable[..., Any]:
         except gr.Error:
             raise
         except ValueError as exc:
-            raise gr.Error(html.escape(str(exc), quote=False), print_exception=False) from None
+            message = html.escape(str(exc), quote=False) if escape else str(exc)
+            raise gr.Error(message, print_exception=False) from None
         except Exception:
             _LOG.exception("unexpected error in %s", fn.__name__)
             raise gr.Error("Internal error while processing this request (logged on the server). "
@@ -250,7 +261,7 @@ def build_demo(
         return render(service.reset_instance(session, index), started, token=token,
                       note=f"instance #{index} reset")[:-1]
 
-    @_errors_for_users
+    @_errors_for_api
     @gpu
     def segment_api(image: Any, prompt: str, box_threshold: float, text_threshold: float, nms_iou: float,
                     preset: str, max_detections: float, multimask: bool) -> tuple[Any, dict[str, Any]]:

@@ -385,9 +385,12 @@ def test_a_script_prompt_is_json_text_and_is_escaped_in_error_messages(server):
     assert event == "complete"
     result = json.loads(data)[1]
     assert result["classes"] == [prompt] and {row["label"] for row in result["detections"]} == {prompt}
-    event, data, _ = raw_call(server.url, image, prompt * 3)  # one phrase over the text limit: an error
-    assert event == "error" and "&lt;script&gt;alert(1)&lt;/script&gt;" in data
-    assert "<script>" not in data and "tokens long" in data  # readable, and inert as HTML
+    event, data, response = raw_call(server.url, image, prompt * 3)  # one phrase over the text limit
+    # The HTTP API's message is plain text in a JSON string of an event stream (never text/html, so
+    # inert); the page's events HTML-escape theirs (tests/app/test_app_api.py::test_script_prompt...).
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert event == "error" and json.loads(data)["error"].count(prompt) == 3
+    assert "&lt;" not in data and "tokens long" in data
 
 
 # ---------------------------------------------------------------------------------------- 18: queue
