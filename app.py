@@ -404,6 +404,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--request-memory-mb", type=float,
                         default=float(_env("GSAM_REQUEST_MEMORY", default="2048")),
                         help="largest projected memory of one request [GSAM_REQUEST_MEMORY]")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        default=_env("GSAM_TUNE_ALLOCATOR", default="0").lower() in ("1", "true", "yes"),
+                        help="keep freed activation memory for reuse: faster, but the process holds its "
+                             "peak heap [GSAM_TUNE_ALLOCATOR=1]")
     parser.add_argument("--session-memory-mb", type=float,
                         default=float(_env("GSAM_SESSION_MEMORY", default="1024")),
                         help="all tabs' kept results together (LRU) [GSAM_SESSION_MEMORY]")
@@ -417,7 +421,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     args = parse_args(argv)
-    overrides = {"device": args.device} if args.device else {}
+    overrides: dict[str, Any] = {"device": args.device} if args.device else {}
+    # A server keeps its memory within budget: glibc returns freed activation memory, unless asked
+    # to keep it for speed (sam_core.allocator: the process then holds on to its peak heap).
+    overrides["tune_allocator"] = args.tune_allocator
     try:
         config = with_detector(load_config(args.config), args.detector) if args.detector else args.config
         provider = PipelineProvider.from_config(config, **overrides)

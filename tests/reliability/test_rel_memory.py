@@ -123,3 +123,45 @@ def test_refusals_made_by_gradio_itself_carry_a_message(server, image, message):
     stream = _stream(server.url, _call(server.url, [image, "cat"]))
     assert "event: error" in stream and message in stream, stream[-400:]
     assert '"error": null' not in stream and "/etc/passwd" not in stream.split(message)[0][-40:]
+
+
+@pytest.fixture(scope="module")
+def session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    root = tmp_path_factory.mktemp("session-server")
+    env = server_env(root / "site", root / "network.log", root / "gradio", OMP_NUM_THREADS="1")
+    args = ["--config", "tiny-random", "--session-memory-mb", "16"]
+    with app_process(args, workdir=root, env=env) as (url, process):
+        yield SimpleNamespace(url=url, process=psutil.Process(process.pid))
+
+
+def _page_run(url: str, session_hash: str, image: dict[str, str]) -> dict[str, Any]:
+    """The page's Run button as a browser sends it (queue/join, then the session's event stream)."""
+    run = next(d["id"] for d in httpx.get(f"{url}config", timeout=30).json()["dependencies"]
+               if d.get("api_name") == "run")
+    body = {"data": [image, "cat. dog", 0.0, 0.0, 1.0, "tiny-random", 30, False, None], "fn_index": run,
+            "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    assert httpx.post(f"{url}gradio_api/queue/join", json=body, timeout=60).status_code == 200
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session_hash},
+                      timeout=300) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("the event stream ended without a result")
+
+
+def test_many_tabs_keep_results_within_the_session_budget(session_server):
+    """40 tabs each keep a 2 MP result (6 MB of image): 240 MB if every tab's state were kept; the
+    server keeps at most --session-memory-mb (16 MB) of them, least recently used dropped first. The
+    other bounded consumer that grows with new images is the pipeline's cache (64 MB for tiny-random)."""
+    rss = []
+    for index in range(40):
+        image = {"url": data_url(png_bytes(random_rgb(index, 1200, 1700)))}
+        result = _page_run(session_server.url, f"tab{index:03d}", image)
+        assert result["success"], str(result)[:400]
+        if index in (14, 39):
+            rss.append(session_server.process.memory_info().rss)
+    growth = rss[1] - rss[0]
+    assert growth < 16 * MB + 64 * MB + 32 * MB, f"RSS grew {growth / MB:.0f} MB over 25 more tabs"
+    _normal_request_works(session_server.url)
