@@ -10,6 +10,8 @@ first image-to-token update). Results equal Meta's to float rounding.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,6 +54,12 @@ class TwoWayTransformer(nn.Module):
             embedding_dim, num_heads, downsample_rate=attention_downsample_rate
         )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
+
+    @classmethod
+    def for_config(cls, config: Any) -> TwoWayTransformer:
+        """The decoder transformer a SAM 1 or SAM 2 config describes (same four fields in both)."""
+        return cls(depth=config.decoder_depth, embedding_dim=config.prompt_embed_dim,
+                   num_heads=config.decoder_num_heads, mlp_dim=config.decoder_mlp_dim)
 
     def forward(
         self,

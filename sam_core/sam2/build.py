@@ -89,12 +89,7 @@ def sam2_from_config(config: Sam2Config) -> Sam2:
         ),
         mask_decoder=Sam2MaskDecoder(
             transformer_dim=config.prompt_embed_dim,
-            transformer=TwoWayTransformer(
-                depth=config.decoder_depth,
-                embedding_dim=config.prompt_embed_dim,
-                num_heads=config.decoder_num_heads,
-                mlp_dim=config.decoder_mlp_dim,
-            ),
+            transformer=TwoWayTransformer.for_config(config),
             num_multimask_outputs=config.num_multimask_outputs,
             iou_head_depth=config.iou_head_depth,
             iou_head_hidden_dim=config.iou_head_hidden_dim,
