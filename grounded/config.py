@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 TINY_RANDOM = "tiny-random"
+TINY_RANDOM_SAM3 = "tiny-random-sam3"
+NO_SAM = "none"
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,9 @@ class DetectorSpec:
     """Which open-vocabulary detector to load (``grounded.detectors.registry`` picks the loader).
 
     ``model`` is a Hugging Face Hub id or a local folder with ``config.json`` + weights (its
-    ``model_type``: ``grounding-dino`` or ``mm-grounding-dino``, e.g. LLMDet), an IDEA-Research
-    ``.pth`` (a local file, or ``owner/repo/file.pth`` on the Hub), or ``"tiny-random"`` for the
-    untrained in-process model used by tests and offline smoke runs.
+    ``model_type``: ``grounding-dino``, ``mm-grounding-dino`` (e.g. LLMDet) or ``sam3``), an
+    IDEA-Research ``.pth`` (a local file, or ``owner/repo/file.pth`` on the Hub), or ``"tiny-random"``
+    / ``"tiny-random-sam3"`` for the untrained in-process models used by tests and offline smoke runs.
     """
 
     model: str = "IDEA-Research/grounding-dino-tiny"
@@ -56,7 +58,7 @@ class DetectorSpec:
 
     @property
     def untrained(self) -> bool:
-        return self.model == TINY_RANDOM
+        return self.model in (TINY_RANDOM, TINY_RANDOM_SAM3)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class SamSpec:
     ``sam2.1_hiera_{tiny,small,base_plus,large}`` and ``sam2_hiera_*`` (SAM 2), ``tiny``).
     ``checkpoint`` is a released weights file (Meta's/SysCV's ``.pth``, ``mobile_sam.pt``), a Hugging
     Face SAM folder, a Hub id, or ``hf://OWNER/REPO/FILE``; ``None`` means random initialisation,
-    which only the untrained ``tiny`` architecture is allowed to use.
+    which only the untrained ``tiny`` architecture is allowed to use. ``model_type`` ``"none"``
+    (``sam: none``) loads no SAM at all: the detector's own masks are used (SAM 3 only).
     """
 
     model_type: str = "vit_b"
@@ -79,7 +82,12 @@ class SamSpec:
 
     @property
     def untrained(self) -> bool:
-        return self.checkpoint is None
+        return self.checkpoint is None and self.enabled
+
+    @property
+    def enabled(self) -> bool:
+        """False for ``sam: none``: no SAM model is built."""
+        return self.model_type != NO_SAM
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,10 @@ DETECTOR_PRESETS: dict[str, DetectorSpec] = {
     # IDEA's original releases (the same weights as grounding-dino-tiny/-base, in IDEA's .pth layout).
     "groundingdino-swint-ogc": DetectorSpec("ShilongLiu/GroundingDINO/groundingdino_swint_ogc.pth"),
     "groundingdino-swinb-cogcoor": DetectorSpec("ShilongLiu/GroundingDINO/groundingdino_swinb_cogcoor.pth"),
+    # SAM 3 (gated: accept Meta's licence on https://huggingface.co/facebook/sam3, then `hf auth login`).
+    "sam3": DetectorSpec("facebook/sam3"),
     TINY_RANDOM: DetectorSpec(TINY_RANDOM),
+    TINY_RANDOM_SAM3: DetectorSpec(TINY_RANDOM_SAM3),
 }
 
 SAM_PRESETS: dict[str, SamSpec] = {
@@ -163,6 +174,8 @@ SAM_PRESETS: dict[str, SamSpec] = {
        for size, repo in (("tiny", "tiny"), ("small", "small"), ("base_plus", "base-plus"),
                           ("large", "large"))},
     TINY_RANDOM: SamSpec("tiny", None),
+    # No SAM: the detector's own masks (SAM 3).
+    NO_SAM: SamSpec(NO_SAM, None),
 }
 
 PIPELINE_PRESETS: dict[str, PipelineConfig] = {
@@ -184,7 +197,23 @@ PIPELINE_PRESETS: dict[str, PipelineConfig] = {
     "mm-tiny": PipelineConfig(name="mm-tiny", detector=DETECTOR_PRESETS["mm-grounding-dino-tiny"]),
     # LLMDet-T (MM-Grounding-DINO architecture, trained with an LLM's supervision) with SAM ViT-B.
     "llmdet-tiny": PipelineConfig(name="llmdet-tiny", detector=DETECTOR_PRESETS["llmdet-tiny"]),
+    # SAM 3 alone: text -> instance masks, boxes and scores from one model (no SAM loaded). Its query
+    # score is both the box and the class score, so text_threshold 0 leaves box_threshold in charge.
+    # Gated weights, wants a GPU (README "SAM 3").
+    "sam3": PipelineConfig(
+        name="sam3", detector=DETECTOR_PRESETS["sam3"], sam=SAM_PRESETS[NO_SAM],
+        box_threshold=0.5, text_threshold=0.0,
+    ),
     # Untrained tiny architectures built in-process from a fixed seed: tests and offline smoke runs.
+    TINY_RANDOM_SAM3: PipelineConfig(
+        name=TINY_RANDOM_SAM3,
+        detector=DETECTOR_PRESETS[TINY_RANDOM_SAM3],
+        sam=SAM_PRESETS[NO_SAM],
+        box_threshold=0.25,
+        text_threshold=0.0,
+        cache_bytes=64 * 1024 * 1024,
+        dtype="float32",
+    ),
     TINY_RANDOM: PipelineConfig(
         name=TINY_RANDOM,
         detector=DETECTOR_PRESETS[TINY_RANDOM],

@@ -52,8 +52,11 @@ def build_detector(
     return _build_from_registry(config.detector, BuildOptions(device=device, dtype=dtype, seed=config.seed))
 
 
-def build_sam_model(config: PipelineConfig, *, device: torch.device, dtype: torch.dtype) -> Sam:
+def build_sam_model(config: PipelineConfig, *, device: torch.device, dtype: torch.dtype) -> Sam | None:
+    """The SAM ``config.sam`` names; ``None`` for ``sam: none`` (the detector makes the masks)."""
     spec = config.sam
+    if not spec.enabled:
+        return None
     if spec.checkpoint is None and spec.model_type != "tiny":
         raise ValueError(
             f"SAM {spec.model_type!r} needs a checkpoint (Meta .pth, Hugging Face folder or Hub id); "

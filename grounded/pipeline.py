@@ -1,7 +1,9 @@
-"""GroundedSAM: text prompt -> Grounding DINO boxes -> SAM masks, as ``sv.Detections``.
+"""GroundedSAM: text prompt -> detector boxes -> SAM masks (or the detector's own masks), as ``sv.Detections``.
 
 Expensive work is cached per image content and model, bounded by bytes:
-- the detector's raw queries per (image, detector, classes): new thresholds re-run no model;
+- the detector's raw queries per (image, detector, classes, exemplars): new thresholds re-run no model;
+- a mask-predicting detector's (SAM 3's) vision features per (image, detector): a new prompt on the
+  same image skips its vision encoder;
 - the SAM image embedding per (image, SAM): a new prompt on the same image skips the SAM encoder;
 - SAM's low-resolution mask logits per (image, SAM, box): boxes seen before are not decoded again.
 Each model is guarded by its own lock, so concurrent callers never run one model at the same time.
@@ -22,7 +24,7 @@ import torch
 
 from grounded.cache import ByteLRUCache
 from grounded.config import PipelineConfig, load_config
-from grounded.detectors.base import OpenVocabularyDetector, RawDetections
+from grounded.detectors.base import ExemplarBoxes, OpenVocabularyDetector, RawDetections
 from grounded.detectors.prompt import parse_prompt
 from grounded.detectors.scoring import select_detections
 from grounded.io.images import image_content_hash, load_image
@@ -40,6 +42,7 @@ class PipelineStats:
     """How often each model ran; tests use these to prove what the caches saved."""
 
     detector_calls: int = 0
+    detector_encoder_calls: int = 0  # vision encoder runs of detectors that cache features (SAM 3)
     sam_encoder_calls: int = 0
     sam_decoder_calls: int = 0
 
@@ -71,15 +74,23 @@ class GroundedSAM:
     Args:
         detector: any ``OpenVocabularyDetector`` (``grounded.detectors.registry``): raw boxes and per-class
             scores for the prompt's classes; thresholds, one class per box, NMS and caching are applied here.
-        sam: a ``sam_core.Sam`` (masks from boxes).
+        sam: a ``sam_core.Sam`` (masks from boxes), or ``None`` to use the detector's own masks
+            (``sam: none``; only for detectors that predict masks, such as SAM 3).
         config: thresholds, caps and cache budget; ``PipelineConfig()`` when omitted.
     """
 
-    def __init__(self, detector: OpenVocabularyDetector, sam: Sam, *, config: PipelineConfig | None = None):
+    def __init__(
+        self, detector: OpenVocabularyDetector, sam: Sam | None, *, config: PipelineConfig | None = None
+    ):
         self.config = config or PipelineConfig()
+        if sam is None and not getattr(detector, "predicts_masks", False):
+            raise ValueError(
+                f"detector {detector.model_id!r} predicts no masks, so this pipeline needs a SAM model; "
+                "set sam to a SAM preset (vit_b, ...) instead of none"
+            )
         self.detector = detector
         self.sam = sam
-        self._predictor = SamPredictor(sam)
+        self._predictor = None if sam is None else SamPredictor(sam)
         self._cache = ByteLRUCache(self.config.cache_bytes)
         self._detector_lock = threading.Lock()
         self._sam_lock = threading.Lock()
@@ -115,7 +126,7 @@ class GroundedSAM:
             tune_cpu_allocator()
         dtypes = model_dtypes(config, torch_device)
         detector = build_detector(config, device=torch_device, dtype=dtypes["detector"])
-        sam = build_sam_model(config, device=torch_device, dtype=dtypes["sam"])
+        sam = build_sam_model(config, device=torch_device, dtype=dtypes["sam"])  # None for sam: none
         return cls(detector, sam, config=config)
 
     # ------------------------------------------------------------------ public API
@@ -127,14 +138,19 @@ class GroundedSAM:
     def describe(self) -> dict[str, Any]:
         """The models this pipeline runs, resolved: ``{"preset", "untrained", "detector": {"model",
         "device", "dtype"}, "sam": {"model_type", "checkpoint", "device", "dtype"}}`` (plain JSON).
-        ``dtype`` is what ``dtype: auto`` became on this machine (see ``grounded.models``)."""
+        ``dtype`` is what ``dtype: auto`` became on this machine (see ``grounded.models``). With
+        ``sam: none`` the ``sam`` entry says ``model_type: none`` and the masks come from the detector."""
+        if self.sam is None:
+            sam = {"model_type": "none", "checkpoint": None, "device": None, "dtype": None}
+        else:
+            sam = {"model_type": self.config.sam.model_type, "checkpoint": self.config.sam.checkpoint,
+                   "device": str(self.sam.device),
+                   "dtype": "int8" if self.config.sam.int8 else str(self.sam.dtype).removeprefix("torch.")}
         return {
             "preset": self.config.name,
             "untrained": self.is_untrained,
             "detector": self.detector.describe(),
-            "sam": {"model_type": self.config.sam.model_type, "checkpoint": self.config.sam.checkpoint,
-                    "device": str(self.sam.device),
-                    "dtype": "int8" if self.config.sam.int8 else str(self.sam.dtype).removeprefix("torch.")},
+            "sam": sam,
         }
 
     @staticmethod
@@ -153,6 +169,8 @@ class GroundedSAM:
         multimask: bool | None = None,
         max_detections: int | None = None,
         class_agnostic_nms: bool | None = None,
+        positive_boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
+        negative_boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
     ) -> sv.Detections:
         """Segment every instance of the prompt's classes in one image.
 
@@ -161,16 +179,21 @@ class GroundedSAM:
             prompt: ``"cat. dog"``, ``"cat, dog"`` or ``["cat", "dog"]``.
             box_threshold, text_threshold, nms_iou, multimask, max_detections, class_agnostic_nms:
                 override the config for this call (``None`` keeps it; ``nms_iou=1.0`` disables NMS).
+            positive_boxes, negative_boxes: exemplar boxes (K x 4 xyxy, absolute pixels of the
+                original image) showing what to find and what not to; SAM 3's geometric prompts,
+                applied to every class of the prompt. Detectors without exemplar support refuse them.
 
         Returns:
             ``sv.Detections`` with ``xyxy`` (N x 4 float32, absolute pixels of the original image,
             clipped), ``mask`` (N x H x W bool), ``confidence`` (detector score), ``class_id`` (index
             into ``classes_of(prompt)``), ``data["class_name"]`` and ``data["mask_score"]`` (SAM's
-            predicted IoU). No detections gives an empty ``Detections`` with the same fields.
+            predicted IoU; with ``sam: none`` the detector's score). No detections gives an empty
+            ``Detections`` with the same fields.
         """
         detections = self.predict_compact(
             image, prompt, box_threshold=box_threshold, text_threshold=text_threshold, nms_iou=nms_iou,
             multimask=multimask, max_detections=max_detections, class_agnostic_nms=class_agnostic_nms,
+            positive_boxes=positive_boxes, negative_boxes=negative_boxes,
         )
         detections.mask = detections.mask.to_dense()  # N x H x W bool
         return detections
@@ -186,14 +209,24 @@ class GroundedSAM:
         multimask: bool | None = None,
         max_detections: int | None = None,
         class_agnostic_nms: bool | None = None,
+        positive_boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
+        negative_boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
     ) -> sv.Detections:
         """``predict`` with ``mask`` as supervision's ``CompactMask`` (crop run-lengths): what a server
         uses. Memory grows with the masks' run-length codes, not N x H x W; ``mask[i]`` expands one
         frame, supervision's annotators draw it crop by crop, the exports encode it mask by mask."""
+        exemplars = ExemplarBoxes.from_lists(positive_boxes, negative_boxes)
+        if exemplars is not None and not getattr(self.detector, "accepts_exemplars", False):
+            raise ValueError(
+                f"detector {self.detector.model_id!r} cannot use exemplar boxes (only SAM 3 can); "
+                "drop positive_boxes/negative_boxes or choose detector: sam3"
+            )
         rgb = load_image(image, max_pixels=self.config.max_pixels)
         classes = parse_prompt(prompt)
+        if exemplars is not None:
+            exemplars.check_image(rgb.shape[0], rgb.shape[1])
         image_key = image_content_hash(rgb)
-        raw = self._raw_detections(rgb, image_key, classes)
+        raw = self._raw_detections(rgb, image_key, classes, exemplars)
         cfg = self.config
         detections = select_detections(
             raw,
@@ -204,6 +237,9 @@ class GroundedSAM:
             class_agnostic_nms=cfg.class_agnostic_nms if class_agnostic_nms is None else class_agnostic_nms,
             max_detections=cfg.max_detections if max_detections is None else max_detections,
         )
+        query_index = detections.data.pop("query_index")  # N rows of ``raw``
+        if self.sam is None:
+            return self._add_detector_masks(raw, detections, query_index)
         use_multimask = cfg.multimask if multimask is None else multimask
         return self._add_masks(rgb, image_key, detections, multimask=use_multimask)
 
@@ -222,6 +258,7 @@ class GroundedSAM:
         ``boxes_xyxy`` is N x 4 in absolute pixels of the original image. Returns (masks N x H x W
         bool, mask scores N float32). All boxes go through the decoder in one call.
         """
+        self._require_sam("segmenting given boxes")
         rgb = load_image(image, max_pixels=self.config.max_pixels)
         boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)  # N x 4
         height, width = rgb.shape[:2]
@@ -242,6 +279,7 @@ class GroundedSAM:
         ``points_xy`` is K x 2 in absolute pixels of the original image; ``point_labels`` is K with
         1 = foreground, 0 = background. Returns a copy of ``detections`` with that mask replaced.
         """
+        self._require_sam("refining a mask with clicks")
         if not 0 <= index < len(detections):
             raise ValueError(f"instance index {index} is out of range for {len(detections)} detections")
         points = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)  # K x 2
@@ -282,18 +320,55 @@ class GroundedSAM:
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def _require_sam(self, what: str) -> None:
+        if self.sam is None:
+            raise ValueError(
+                f"{what} needs a SAM model, and this pipeline has sam: none (the detector's masks); "
+                "build it with a SAM, e.g. sam: vit_b"
+            )
+
     # ------------------------------------------------------------------ cached stages
-    def _raw_detections(self, rgb: np.ndarray, image_key: str, classes: list[str]) -> RawDetections:
-        key = ("detector", self._detector_id, image_key, tuple(classes))
+    def _raw_detections(
+        self, rgb: np.ndarray, image_key: str, classes: list[str], exemplars: ExemplarBoxes | None = None
+    ) -> RawDetections:
+        token = None if exemplars is None else exemplars.cache_token()
+        key = ("detector", self._detector_id, image_key, tuple(classes), token)
         raw = self._cache.get(key)
         if raw is None:
             with self._detector_lock:
                 raw = self._cache.get(key)
                 if raw is None:
-                    raw = self.detector.detect(rgb, classes)
+                    if hasattr(self.detector, "encode_image"):  # features cached per image (SAM 3)
+                        features = self._detector_features(rgb, image_key)
+                        raw = self.detector.detect_from_features(features, classes, exemplars)
+                    elif exemplars is not None:
+                        raw = self.detector.detect(rgb, classes, exemplars)
+                    else:
+                        raw = self.detector.detect(rgb, classes)
                     self.stats.detector_calls += 1
                     self._cache.put(key, raw, raw.nbytes())
         return raw
+
+    def _detector_features(self, rgb: np.ndarray, image_key: str) -> Any:
+        """The detector's vision features for this image (the caller holds the detector lock)."""
+        key = ("detector-features", self._detector_id, image_key)
+        features = self._cache.get(key)
+        if features is None:
+            features = self.detector.encode_image(rgb)
+            self.stats.detector_encoder_calls += 1
+            self._cache.put(key, features, features.nbytes())
+        return features
+
+    def _add_detector_masks(
+        self, raw: RawDetections, detections: sv.Detections, query_index: np.ndarray
+    ) -> sv.Detections:
+        """``sam: none``: the detector's masks for the kept queries only (upsampled a few at a time,
+        compacted); ``data["mask_score"]`` is the detector's score."""
+        height, width = raw.image_size
+        compact = [compact_masks(masks, (height, width)) for _, masks in raw.instance_masks(query_index)]
+        detections.mask = CompactMask.merge(compact) if compact else compact_masks([], (height, width))
+        detections.data["mask_score"] = detections.confidence.astype(np.float32).copy()
+        return detections
 
     def _embedding(self, rgb: np.ndarray, image_key: str) -> ImageEmbedding:
         key = ("embedding", self._sam_id, image_key)

@@ -3,8 +3,10 @@
 1. Every required file already in the cache -> that snapshot folder, with no network call at all.
 2. Otherwise ``HF_HUB_OFFLINE`` set -> fail at once; the Hub's host does not resolve -> fail at once
    (instead of after huggingface_hub's retries).
-3. Otherwise download the files into the cache.
-Every failure is a :class:`HubFilesUnavailable` naming the repo, the missing files, the cache folder,
+3. Otherwise download the files into the cache. A gated or private repository the user may not read
+   (the Hub answers 401/403: licence not accepted, not logged in) fails with a
+   :class:`HubAccessDenied` whose one sentence names the model page and ``hf auth login``.
+Every other failure is a :class:`HubFilesUnavailable` naming the repo, the missing files, the cache folder,
 the ``hf download`` command, ``HF_HUB_OFFLINE`` and the local-path alternative.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 __all__ = [
-    "HubFilesUnavailable", "fetch_file", "fetch_snapshot", "hub_cache_dir", "hub_offline", "parse_hub_file",
+    "HubAccessDenied", "HubFilesUnavailable", "fetch_file", "fetch_snapshot", "hub_cache_dir", "hub_offline", "parse_hub_file",
 ]
 
 HUB_FILE_PREFIX = "hf://"  # hf://OWNER/REPO/path/in/repo.pt: one file of a Hub repository
@@ -25,6 +27,29 @@ HUB_FILE_PREFIX = "hf://"  # hf://OWNER/REPO/path/in/repo.pt: one file of a Hub 
 
 class HubFilesUnavailable(ValueError):
     """A Hub repository's files are not cached and cannot be downloaded now."""
+
+
+class HubAccessDenied(HubFilesUnavailable):
+    """The Hub refused the download (401/403): a gated model whose licence is not accepted, or no login."""
+
+
+def access_denied_message(repo_id: str, what: str) -> str:
+    """One sentence: what is gated, where to accept the licence, how to log in."""
+    return (
+        f"{what} {repo_id!r} is gated and this machine has no access to it: accept its licence on "
+        f"https://huggingface.co/{repo_id} with your Hugging Face account, then log in here with "
+        "`hf auth login` (or set HF_TOKEN) and try again."
+    )
+
+
+def _is_access_denied(error: BaseException) -> bool:
+    """huggingface_hub's GatedRepoError, or an HTTP 401/403 answer from the Hub."""
+    from huggingface_hub.errors import GatedRepoError
+
+    if isinstance(error, GatedRepoError):
+        return True
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status in (401, 403)
 
 
 def hub_cache_dir() -> Path:
@@ -82,6 +107,8 @@ def fetch_snapshot(
         try:
             folder = Path(snapshot_download(repo_id, allow_patterns=list(patterns), cache_dir=cache_dir))
         except Exception as error:  # network, auth, unknown repo: one actionable message
+            if _is_access_denied(error):
+                raise HubAccessDenied(access_denied_message(repo_id, what)) from error
             reason = f"{type(error).__name__}: {error}"
         else:
             missing = [" or ".join(g) for g in required if not any((folder / n).is_file() for n in g)]

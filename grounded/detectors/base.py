@@ -10,14 +10,14 @@ run no model (``grounded.pipeline``) is shared, so each detector implements only
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-__all__ = ["OpenVocabularyDetector", "RawDetections"]
+__all__ = ["ExemplarBoxes", "OpenVocabularyDetector", "RawDetections"]
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,11 @@ class RawDetections:
         box_scores: Q float32 in [0, 1]; the score ``box_threshold`` is compared with (Grounding DINO:
             max sigmoid logit over all tokens of the query's caption, ``[CLS]``/``.``/``[SEP]`` included).
         image_size: (H, W) of the original image.
-        masks: optional Q x H x W bool, for detectors that predict masks themselves; ``None`` (the
-            Grounding DINO family) means SAM makes the masks from the boxes. The pipeline does not
-            read it yet: today every mask comes from SAM (a mask-predicting detector is future work).
+        masks: optional Q x H x W bool full-resolution masks, for detectors that predict masks.
+        mask_logits: optional Q x h x w float32 low-resolution mask logits (SAM 3: 288 x 288), the
+            compact alternative to ``masks``: :meth:`instance_masks` upsamples only the instances kept
+            after thresholds and NMS. ``None`` for both (the Grounding DINO family) means SAM makes
+            the masks from the boxes.
     Q = num_queries x number of caption chunks (900 per chunk for the released Grounding DINO models).
     """
 
@@ -43,6 +45,7 @@ class RawDetections:
     box_scores: np.ndarray
     image_size: tuple[int, int]
     masks: np.ndarray | None = None
+    mask_logits: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         num = self.boxes.shape[0]
@@ -58,15 +61,106 @@ class RawDetections:
                 f"masks must have shape ({num}, {self.image_size[0]}, {self.image_size[1]}), got "
                 f"{self.masks.shape}"
             )
+        if self.mask_logits is not None and (self.mask_logits.ndim != 3 or self.mask_logits.shape[0] != num):
+            raise ValueError(f"mask_logits must have shape ({num}, h, w), got {tuple(self.mask_logits.shape)}")
 
     @property
     def num_classes(self) -> int:
         return int(self.class_scores.shape[1])
 
+    @property
+    def has_masks(self) -> bool:
+        """True when the detector predicted masks (``masks`` or ``mask_logits``)."""
+        return self.masks is not None or self.mask_logits is not None
+
+    def instance_masks(
+        self, index: np.ndarray, *, mask_threshold: float = 0.5, chunk: int = 8
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Full-resolution masks of the queries ``index`` (N ints), a few at a time.
+
+        Yields ``(start, masks)`` with ``masks`` n x H x W bool for ``index[start:start + n]``. From
+        ``mask_logits``: sigmoid, bilinear resize to (H, W) (``align_corners=False``), then
+        ``> mask_threshold``, in that order, as transformers' ``Sam3Processor.
+        post_process_instance_segmentation`` does; only these N are ever upsampled.
+        """
+        if not self.has_masks:
+            raise ValueError("this detector predicted no masks; a SAM model makes them from the boxes")
+        for start in range(0, len(index), chunk):
+            rows = np.asarray(index[start : start + chunk], dtype=np.int64)  # n
+            if self.masks is not None:
+                yield start, self.masks[rows]
+                continue
+            probs = self.mask_logits[torch.from_numpy(rows)].float().sigmoid()  # n x h x w
+            upsampled = torch.nn.functional.interpolate(
+                probs[None], size=self.image_size, mode="bilinear", align_corners=False
+            )[0]  # n x H x W
+            yield start, (upsampled > mask_threshold).cpu().numpy()
+
     def nbytes(self) -> int:
         """Memory held by the arrays (for byte-bounded caches)."""
         masks = 0 if self.masks is None else self.masks.nbytes
+        if self.mask_logits is not None:
+            masks += self.mask_logits.numel() * self.mask_logits.element_size()
         return int(self.boxes.nbytes + self.class_scores.nbytes + self.box_scores.nbytes + masks)
+
+
+@dataclass(frozen=True)
+class ExemplarBoxes:
+    """Example boxes that show the detector what to find (SAM 3's geometric prompts).
+
+    Attributes:
+        boxes: K x 4 float32, xyxy in absolute pixels of the original image.
+        labels: K bool, True = positive example (find things like this), False = negative.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def from_lists(
+        cls, positive: Sequence[Sequence[float]] | np.ndarray | None = None,
+        negative: Sequence[Sequence[float]] | np.ndarray | None = None,
+    ) -> ExemplarBoxes | None:
+        """Positive and negative boxes (each K x 4 xyxy pixels) -> one ``ExemplarBoxes``; None if both empty."""
+        pos = _box_array("positive", positive)
+        neg = _box_array("negative", negative)
+        if len(pos) + len(neg) == 0:
+            return None
+        labels = np.concatenate([np.ones(len(pos), dtype=bool), np.zeros(len(neg), dtype=bool)])
+        return cls(np.concatenate([pos, neg]).astype(np.float32), labels)
+
+    def check_image(self, height: int, width: int) -> None:
+        """Refuse boxes with x1 <= x0 or y1 <= y0, or lying wholly outside the image."""
+        x0, y0, x1, y1 = self.boxes.T  # each K
+        bad = (x1 <= x0) | (y1 <= y0) | (x1 <= 0) | (y1 <= 0) | (x0 >= width) | (y0 >= height)
+        if bad.any():
+            first = self.boxes[np.flatnonzero(bad)[0]].tolist()
+            raise ValueError(
+                f"exemplar box {first} is empty or outside the {width}x{height} image; give boxes as "
+                "[x0, y0, x1, y1] in pixels with x0 < x1 and y0 < y1"
+            )
+
+    def cache_token(self) -> bytes:
+        """Identifies these boxes in cache keys."""
+        return self.boxes.tobytes() + self.labels.tobytes()
+
+
+def _box_array(name: str, boxes: Sequence[Sequence[float]] | np.ndarray | None) -> np.ndarray:
+    if boxes is None:
+        return np.zeros((0, 4), dtype=np.float32)
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} exemplar boxes must be numbers [[x0, y0, x1, y1], ...]") from None
+    if array.size == 0:
+        return np.zeros((0, 4), dtype=np.float32)
+    if array.ndim == 1 and array.shape[0] == 4:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"{name} exemplar boxes must be K x 4 [[x0, y0, x1, y1], ...], got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} exemplar boxes must be finite numbers")
+    return array.astype(np.float32)
 
 
 @runtime_checkable

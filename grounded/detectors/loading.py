@@ -1,4 +1,4 @@
-"""Find a Grounding DINO family model folder: a local path, or a Hub repo id through the Hugging Face cache.
+"""Find a transformers detector folder (Grounding DINO family, SAM 3): a local path, or a Hub repo id through the Hugging Face cache.
 
 Hub ids go through ``sam_core.hub`` (the project's one Hub policy: a warm cache makes no network
 call; ``HF_HUB_OFFLINE`` or no network fails at once with a :class:`ModelUnavailableError` naming the
@@ -19,13 +19,16 @@ __all__ = [
     "REQUIRED_FILES",
     "checkpoint_model_type",
     "load_grounding_dino",
+    "load_transformers_model",
     "resolve_model_folder",
 ]
 
-# config.json ``model_type`` -> the transformers class that runs it (both share GroundingDinoModel's forward).
+# config.json ``model_type`` -> the transformers class that runs it (the first two share
+# GroundingDinoModel's forward).
 MODEL_CLASSES: dict[str, str] = {
     "grounding-dino": "GroundingDinoForObjectDetection",
     "mm-grounding-dino": "MMGroundingDinoForObjectDetection",
+    "sam3": "Sam3Model",
 }
 
 # What GroundingDinoForObjectDetection + AutoTokenizer need; each entry is satisfied by any one of its
@@ -34,7 +37,7 @@ _REQUIRED = (
     ("config.json",),
     ("model.safetensors", "model.safetensors.index.json"),
     ("tokenizer_config.json",),
-    ("tokenizer.json", "vocab.txt"),
+    ("tokenizer.json", "vocab.txt", "vocab.json"),
 )
 REQUIRED_FILES = tuple(" or ".join(names) for names in _REQUIRED)
 _DOWNLOAD_PATTERNS = [
@@ -43,8 +46,11 @@ _DOWNLOAD_PATTERNS = [
     "tokenizer_config.json",
     "tokenizer.json",
     "vocab.txt",
+    "vocab.json",
+    "merges.txt",
     "special_tokens_map.json",
     "preprocessor_config.json",
+    "processor_config.json",
 ]
 
 
@@ -101,6 +107,11 @@ def checkpoint_model_type(folder: Path) -> str:
 
 
 def load_grounding_dino(folder: Path, *, dtype: Any = None, model_type: str = "grounding-dino") -> Any:
+    """A Grounding DINO family model from a resolved folder (:func:`load_transformers_model`)."""
+    return load_transformers_model(folder, dtype=dtype, model_type=model_type)
+
+
+def load_transformers_model(folder: Path, *, dtype: Any = None, model_type: str = "grounding-dino") -> Any:
     """The ``MODEL_CLASSES[model_type]`` model from a resolved folder, strictly.
 
     The folder's ``config.json`` must name ``model_type`` (a Grounding DINO folder is never loaded

@@ -2,9 +2,10 @@
 
 The kind is read from what the value names (as transformers' Auto classes read ``config.json``):
 
-- ``tiny-random`` -> the untrained in-process test model;
+- ``tiny-random`` / ``tiny-random-sam3`` -> the untrained in-process test models;
 - an IDEA ``.pth`` (a local file or ``owner/repo/file.pth`` on the Hub) -> ``idea-grounding-dino``;
-- a folder or Hub id -> its ``config.json`` ``model_type`` (``grounding-dino``, ``mm-grounding-dino``).
+- a folder or Hub id -> its ``config.json`` ``model_type`` (``grounding-dino``, ``mm-grounding-dino``,
+  ``sam3``).
 
 A new detector registers a builder under a new kind (``register_detector``) and, if its files are
 recognised differently, extends :func:`detector_kind`.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grounded.config import DetectorSpec
+from grounded.config import TINY_RANDOM_SAM3, DetectorSpec
 from grounded.detectors.base import OpenVocabularyDetector
 from grounded.detectors.loading import ModelUnavailableError, checkpoint_model_type, resolve_model_folder
 
@@ -42,6 +43,25 @@ def _tiny(spec: DetectorSpec, options: BuildOptions) -> OpenVocabularyDetector:
     return build_tiny_detector(
         options.seed, device=options.device, dtype=options.dtype, quantize_int8=spec.int8
     )
+
+
+def _tiny_sam3(spec: DetectorSpec, options: BuildOptions) -> OpenVocabularyDetector:
+    from grounded.detectors.tiny_sam3 import build_tiny_sam3
+
+    _no_int8(spec)
+    return build_tiny_sam3(options.seed, device=options.device, dtype=options.dtype)
+
+
+def _sam3(spec: DetectorSpec, options: BuildOptions) -> OpenVocabularyDetector:
+    from grounded.detectors.sam3 import Sam3Detector
+
+    _no_int8(spec)
+    return Sam3Detector.from_pretrained(spec.model, device=options.device, dtype=options.dtype)
+
+
+def _no_int8(spec: DetectorSpec) -> None:
+    if spec.int8:
+        raise ValueError(f"detector {spec.model!r}: int8 applies to the Grounding DINO family only, not SAM 3")
 
 
 def _grounding_dino(spec: DetectorSpec, options: BuildOptions) -> OpenVocabularyDetector:
@@ -75,6 +95,8 @@ def _idea(spec: DetectorSpec, options: BuildOptions) -> OpenVocabularyDetector:
 
 DETECTOR_BUILDERS: dict[str, DetectorBuilder] = {
     "tiny-random": _tiny,
+    TINY_RANDOM_SAM3: _tiny_sam3,
+    "sam3": _sam3,
     "grounding-dino": _grounding_dino,
     "mm-grounding-dino": _mm_grounding_dino,
     "idea-grounding-dino": _idea,
@@ -91,7 +113,7 @@ def detector_kind(spec: DetectorSpec) -> str:
     from grounded.detectors.idea_loading import is_idea_checkpoint
 
     if spec.untrained:
-        return "tiny-random"
+        return spec.model
     if is_idea_checkpoint(spec.model):
         return "idea-grounding-dino"
     if spec.tokenizer is not None or spec.config_file is not None:

@@ -41,7 +41,9 @@ def select_detections(
     Returns:
         ``sv.Detections`` with ``xyxy`` (N x 4 float32, absolute pixels of the original image,
         clipped), ``confidence`` (N float32 box score), ``class_id`` (N int64 index into
-        ``classes``) and ``data["class_name"]`` (N str), sorted by confidence descending. No
+        ``classes``), ``data["class_name"]`` (N str) and ``data["query_index"]`` (N int64, the row
+        of ``raw`` each detection came from: its mask for mask-predicting detectors), sorted by
+        confidence descending. No
         detection -> an empty ``sv.Detections`` with the same fields and data keys.
 
     Raises:
@@ -81,9 +83,11 @@ def select_detections(
     if len(index) == 0:
         empty = sv.Detections.empty()
         empty.data["class_name"] = np.empty(0, dtype=names.dtype)
+        empty.data["query_index"] = np.empty(0, dtype=np.int64)
         return empty
     detections = sv.Detections(
-        xyxy=xyxy, confidence=confidence, class_id=class_id, data={"class_name": names[class_id]}
+        xyxy=xyxy, confidence=confidence, class_id=class_id,
+        data={"class_name": names[class_id], "query_index": index.astype(np.int64)},
     )
     if nms_iou is not None:  # supervision keeps the survivors in order (best first)
         detections = detections.with_nms(threshold=float(nms_iou), class_agnostic=class_agnostic_nms)
