@@ -27,9 +27,11 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from grounded.config import load_config, with_detector
+from grounded.detectors.base import ExemplarBoxes
 from grounded.io.annotate import annotate
 from grounded.pipeline import GroundedSAM
 from grounded.web import service
+from grounded.web.exemplars import parse_exemplars
 from grounded.web.gradio_patches import (
     API_DEFAULTS,
     explain_input_errors,
@@ -59,7 +61,8 @@ _INTRO = (
 )
 _CLICK_MODES = ["add (positive)", "remove (negative)"]
 _PRESET_INFO = ("default: DINO-T + SAM ViT-B; fast: + MobileSAM; hq: + SAM-HQ; sam2: + SAM 2.1-T; "
-                "quality: DINO-B + SAM ViT-H; mm-tiny / llmdet-tiny: better detectors (loaded on first use)")
+                "quality: DINO-B + SAM ViT-H; mm-tiny / llmdet-tiny: better detectors; sam3: SAM 3 alone "
+                "(gated weights) (loaded on first use)")
 # Photos bundled inside scikit-image (no download) and prompts that fit them.
 _EXAMPLES = (
     ("chelsea", "cat."),
@@ -180,11 +183,12 @@ def build_demo(
     def options(box: float, text: float, nms: float, max_det: float, multimask: bool) -> SegmentOptions:
         return SegmentOptions(box, text, nms, max_det, multimask)  # validated strictly there
 
-    def new_session(image: Any, prompt: str, preset: str, opts: SegmentOptions) -> Session:
+    def new_session(image: Any, prompt: str, preset: str, opts: SegmentOptions,
+                    exemplars: ExemplarBoxes | None = None) -> Session:
         source = service.resolve_image(image, upload_dir=upload_dir, max_bytes=max_file_size)
         name = service.image_name_of(image)
         return service.segment(provider, source, prompt, preset=preset, options=opts, image_name=name,
-                               request_bytes=request_bytes)
+                               request_bytes=request_bytes, exemplars=exemplars)
 
     def render(session: Session, started: float, *, token: str | None = None, note: str = "",
                selected: Any = None) -> tuple[Any, ...]:
@@ -264,18 +268,21 @@ def build_demo(
     @_errors_for_api
     @gpu
     def segment_api(image: Any, prompt: str, box_threshold: float, text_threshold: float, nms_iou: float,
-                    preset: str, max_detections: float, multimask: bool) -> tuple[Any, dict[str, Any]]:
+                    preset: str, max_detections: float, multimask: bool,
+                    exemplar_boxes: Any = None) -> tuple[Any, dict[str, Any]]:
         """Segment every instance of the prompt's classes: returns the overlay image and the JSON result
         ({"image": {"width", "height"}, "classes", "detections": [{"label", "class_id", "score", "mask_score",
-        "box_xyxy", "area", "mask": COCO RLE}], "untrained", "model"})."""
+        "box_xyxy", "area", "mask": COCO RLE}], "untrained", "model"}). Optional exemplar_boxes (SAM 3
+        presets): {"positive": [[x0, y0, x1, y1], ...], "negative": [...]} in pixels of the image."""
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        session = new_session(image, prompt, preset, opts)  # not stored: an API call keeps no state
+        exemplars = parse_exemplars(exemplar_boxes)
+        session = new_session(image, prompt, preset, opts, exemplars)  # not stored: an API call keeps no state
         return annotate(session.image, session.detections), service.result_json(session)
 
     # Raw HTTP callers may send only [image, prompt]: the rest default to the page's defaults.
     setattr(segment_api, API_DEFAULTS, [None, "", defaults.box_threshold, defaults.text_threshold,
                                         defaults.nms_iou, provider.default, defaults.max_detections,
-                                        defaults.multimask])
+                                        defaults.multimask, None])
     untrained = known is not None and known.untrained
     with gr.Blocks(title="Grounded SAM", delete_cache=(600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(_INTRO)
@@ -330,6 +337,7 @@ def build_demo(
         api_trigger = gr.Button(visible=False)
         api_overlay = gr.Image(label="overlay", format="png", visible=False)
         api_result = gr.JSON(label="result", visible=False)
+        api_exemplars = gr.JSON(None, label="exemplar_boxes", visible=False)
 
         outputs = [state, status, annotated, overlay, table, prepare, download, result, instance]
         model_event = {"concurrency_id": "pipeline", "concurrency_limit": concurrency}
@@ -346,7 +354,7 @@ def build_demo(
         annotated.select(_pick_instance, None, instance, api_visibility="private", queue=False)
         table.select(_pick_row, None, instance, api_visibility="private", queue=False)
         prepare.click(bundle, [state], [download], api_visibility="private")
-        api_trigger.click(segment_api, run_inputs, [api_overlay, api_result], api_name="segment",
+        api_trigger.click(segment_api, [*run_inputs, api_exemplars], [api_overlay, api_result], api_name="segment",
                           preprocess=False, **model_event)
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return demo

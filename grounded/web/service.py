@@ -37,6 +37,7 @@ import supervision as sv
 from PIL import Image
 
 from grounded.config import PIPELINE_PRESETS, PipelineConfig, load_config
+from grounded.detectors.base import ExemplarBoxes
 from grounded.io.annotate import annotate, class_color, detection_labels
 from grounded.io.export import CocoBuilder, detections_to_dict, save_mask_png
 from grounded.io.files import label_slug
@@ -45,6 +46,7 @@ from grounded.masks import replace_mask
 from grounded.pipeline import GroundedSAM
 from grounded.web.budget import check_request
 from grounded.web.sessions import Click, Session
+from sam_core.hub import HubAccessDenied
 
 __all__ = [
     "MAX_DETECTIONS_LIMIT", "TABLE_HEADERS", "Click", "PipelineProvider", "PresetUnavailableError",
@@ -169,6 +171,7 @@ def parse_bool(name: str, value: Any) -> bool:
     raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
+
 # ------------------------------------------------------------------------------------- pipelines
 class PipelineProvider:
     """Named pipelines (the page's presets), each built on first use, then kept. Thread-safe.
@@ -232,6 +235,9 @@ class PipelineProvider:
                     self._loaded[name] = self._builders[name]()
                 except Exception as exc:  # the details (paths, hub errors) go to the server log only
                     _LOG.warning("preset %r could not be loaded: %s", name, exc)
+                    denied = _access_denied(exc)
+                    if denied is not None:  # gated weights: the one sentence says what to do (no paths)
+                        raise PresetUnavailableError(f"preset {name!r} could not be loaded: {denied}") from exc
                     raise PresetUnavailableError(
                         f"preset {name!r} could not be loaded on this server (its weights are not "
                         "available); choose another preset or ask the operator") from exc
@@ -242,6 +248,16 @@ class PresetUnavailableError(ValueError):
     """A preset's models failed to load; the cause (``__cause__``) holds the details for the operator."""
 
 
+def _access_denied(error: BaseException | None) -> str | None:
+    """The Hub's gated-model sentence if ``error`` or its causes hold a ``HubAccessDenied``."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, HubAccessDenied):
+            return str(error)
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 def _builder(config: PipelineConfig, overrides: dict[str, Any]) -> Callable[[], GroundedSAM]:
     return lambda: GroundedSAM.from_config(config, **overrides)
 
@@ -249,8 +265,9 @@ def _builder(config: PipelineConfig, overrides: dict[str, Any]) -> Callable[[], 
 # --------------------------------------------------------------------------------------- session
 def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str | None,
             options: SegmentOptions, image_name: str = "image.png",
-            request_bytes: int | None = None) -> Session:
-    """Run the pipeline on ``image`` (path, bytes or array) for ``prompt``; see ``GroundedSAM.predict``."""
+            request_bytes: int | None = None, exemplars: ExemplarBoxes | None = None) -> Session:
+    """Run the pipeline on ``image`` (path, bytes or array) for ``prompt``; see ``GroundedSAM.predict``.
+    ``exemplars`` (from :func:`parse_exemplars`) go to the detector as example boxes (SAM 3 only)."""
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be text, got {type(prompt).__name__}")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -260,7 +277,9 @@ def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str 
     rgb = load_image(image, max_pixels=pipeline.config.max_pixels)
     if request_bytes is not None:  # admission control, before any model runs
         check_request(rgb.shape[0], rgb.shape[1], int(options.max_detections), request_bytes)
-    detections = pipeline.predict_compact(rgb, classes, **options.predict_kwargs())  # CompactMask masks
+    boxes = {} if exemplars is None else {"positive_boxes": exemplars.boxes[exemplars.labels],
+                                          "negative_boxes": exemplars.boxes[~exemplars.labels]}
+    detections = pipeline.predict_compact(rgb, classes, **options.predict_kwargs(), **boxes)  # CompactMask masks
     return Session(rgb, image_name, tuple(classes), preset or provider.default, pipeline.config, options,
                    detections, detections, models=pipeline.describe())
 
