@@ -275,11 +275,14 @@ def run_eval(pipe: Any, *, images_dir: str | os.PathLike[str], annotations: str 
         annotations: COCO instances JSON.
         prompt: restrict to these classes (each must name a category); default: all categories.
         max_images: evaluate only the first N images (by image id), for quick checks.
-        box_prompted: also run the box-prompted mIoU protocol.
+        box_prompted: also run the box-prompted mIoU protocol (skipped for ``sam: none`` pipelines:
+            with no SAM there is nothing to prompt with boxes; ``extra`` says so).
         predict_kwargs: threshold overrides passed to ``pipe.predict``.
         on_image: called after each image (progress bars).
     """
     start = time.perf_counter()
+    no_sam = getattr(pipe, "sam", True) is None
+    box_prompted = box_prompted and not no_sam
     gt = load_coco(annotations)
     category_of = category_classes(gt["categories"])
     if prompt is not None:
@@ -321,4 +324,6 @@ def run_eval(pipe: Any, *, images_dir: str | os.PathLike[str], annotations: str 
                     "config": pipe.config.name, "untrained": bool(pipe.is_untrained),
                     "models": pipe.describe(),
                     "seconds": round(time.perf_counter() - start, 3)}
+    if no_sam:
+        report.extra["box_prompted_skipped"] = "sam: none (the detector's own masks; no SAM to prompt)"
     return report

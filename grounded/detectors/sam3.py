@@ -155,7 +155,9 @@ class Sam3Detector:
                 f"SAM 3 input must be an H x W x 3 uint8 RGB array, got shape {getattr(image, 'shape', None)}; "
                 "convert it with grounded.io.images.load_image"
             )
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]  # 1 x 3 x H x W uint8
+        if not (image.flags.c_contiguous and image.flags.writeable):
+            image = np.array(image, order="C")  # torch wants a writable, contiguous buffer
+        tensor = torch.from_numpy(image).permute(2, 0, 1)[None]  # 1 x 3 x H x W uint8
         if tuple(image.shape[:2]) != self.input_size:
             tensor = F.interpolate(tensor, size=self.input_size, mode="bilinear", antialias=True)
         pixels = tensor.to(device=self.device, dtype=torch.float32) / 255.0  # 1 x 3 x S x S
