@@ -276,7 +276,7 @@ def build_demo(
         presets): {"positive": [[x0, y0, x1, y1], ...], "negative": [...]} in pixels of the image."""
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
         exemplars = parse_exemplars(exemplar_boxes)
-        session = new_session(image, prompt, preset, opts, exemplars)  # not stored: an API call keeps no state
+        session = new_session(image, prompt, preset, opts, exemplars)  # not stored: an API call is stateless
         return annotate(session.image, session.detections), service.result_json(session)
 
     # Raw HTTP callers may send only [image, prompt]: the rest default to the page's defaults.
@@ -354,7 +354,8 @@ def build_demo(
         annotated.select(_pick_instance, None, instance, api_visibility="private", queue=False)
         table.select(_pick_row, None, instance, api_visibility="private", queue=False)
         prepare.click(bundle, [state], [download], api_visibility="private")
-        api_trigger.click(segment_api, [*run_inputs, api_exemplars], [api_overlay, api_result], api_name="segment",
+        api_trigger.click(segment_api, [*run_inputs, api_exemplars], [api_overlay, api_result],
+                          api_name="segment",
                           preprocess=False, **model_event)
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return demo

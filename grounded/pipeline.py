@@ -1,4 +1,4 @@
-"""GroundedSAM: text prompt -> detector boxes -> SAM masks (or the detector's own masks), as ``sv.Detections``.
+"""GroundedSAM: text prompt -> detector boxes -> SAM masks (or the detector's own), as ``sv.Detections``.
 
 Expensive work is cached per image content and model, bounded by bytes:
 - the detector's raw queries per (image, detector, classes, exemplars): new thresholds re-run no model;

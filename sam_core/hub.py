@@ -19,7 +19,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 __all__ = [
-    "HubAccessDenied", "HubFilesUnavailable", "fetch_file", "fetch_snapshot", "hub_cache_dir", "hub_offline", "parse_hub_file",
+    "HubAccessDenied", "HubFilesUnavailable", "fetch_file", "fetch_snapshot", "hub_cache_dir", "hub_offline",
+    "parse_hub_file",
 ]
 
 HUB_FILE_PREFIX = "hf://"  # hf://OWNER/REPO/path/in/repo.pt: one file of a Hub repository

@@ -1,5 +1,5 @@
-"""transformers' own SAM 3 pipeline (``Sam3Processor`` + ``Sam3Model`` + ``post_process_instance_segmentation``),
-the reference the SAM 3 detector is compared with.
+"""transformers' own SAM 3 pipeline (``Sam3Processor`` + ``Sam3Model`` +
+``post_process_instance_segmentation``), the reference the SAM 3 detector is compared with.
 
 This project installs no torchvision, and transformers' ``image_processing_sam3`` imports
 ``torchvision.ops.boxes.batched_nms`` at module level (only its mask-generation code calls it). The
@@ -32,7 +32,8 @@ def _post_processor() -> Any:
         fake.ops = types.ModuleType("torchvision.ops")
         fake.ops.boxes = types.ModuleType("torchvision.ops.boxes")
         fake.ops.boxes.batched_nms = batched_nms
-        stand_ins = {"torchvision": fake, "torchvision.ops": fake.ops, "torchvision.ops.boxes": fake.ops.boxes}
+        stand_ins = {"torchvision": fake, "torchvision.ops": fake.ops,
+                     "torchvision.ops.boxes": fake.ops.boxes}
         sys.modules.update(stand_ins)
         try:
             module = importlib.import_module(name)
@@ -59,7 +60,7 @@ def reference_instances(
     model: Any, tokenizer: Any, pixel_values: Any, image_size: tuple[int, int], phrase: str, *,
     threshold: float, boxes: list[list[float]] | None = None, labels: list[int] | None = None,
 ) -> dict[str, Any]:
-    """transformers' result for one phrase: ``{"scores", "boxes", "masks"}`` as its post-processing returns it."""
+    """transformers' result for one phrase: ``{"scores", "boxes", "masks"}`` from its post-processing."""
     import torch
 
     processor = reference_processor(tokenizer)

@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default="default",
-                        help="preset (default, fast, hq, sam2, quality, mm-tiny, llmdet-tiny, sam3, tiny-random, "
-                             "tiny-random-sam3) "
+                        help="preset (default, fast, hq, sam2, quality, mm-tiny, llmdet-tiny, sam3, "
+                             "tiny-random, tiny-random-sam3) "
                              "or YAML file (default: default)")
     parser.add_argument("--sam", choices=sorted(SAM_PRESETS),
                         help="override the config's segmenter with this SAM preset (e.g. vit_t, hq_vit_b)")

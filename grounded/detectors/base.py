@@ -62,7 +62,8 @@ class RawDetections:
                 f"{self.masks.shape}"
             )
         if self.mask_logits is not None and (self.mask_logits.ndim != 3 or self.mask_logits.shape[0] != num):
-            raise ValueError(f"mask_logits must have shape ({num}, h, w), got {tuple(self.mask_logits.shape)}")
+            shape = tuple(self.mask_logits.shape)
+            raise ValueError(f"mask_logits must have shape ({num}, h, w), got {shape}")
 
     @property
     def num_classes(self) -> int:
@@ -121,7 +122,7 @@ class ExemplarBoxes:
         cls, positive: Sequence[Sequence[float]] | np.ndarray | None = None,
         negative: Sequence[Sequence[float]] | np.ndarray | None = None,
     ) -> ExemplarBoxes | None:
-        """Positive and negative boxes (each K x 4 xyxy pixels) -> one ``ExemplarBoxes``; None if both empty."""
+        """Positive and negative boxes (each K x 4 xyxy pixels) -> ``ExemplarBoxes``; None if both empty."""
         pos = _box_array("positive", positive)
         neg = _box_array("negative", negative)
         if len(pos) + len(neg) == 0:
@@ -157,7 +158,9 @@ def _box_array(name: str, boxes: Sequence[Sequence[float]] | np.ndarray | None) 
     if array.ndim == 1 and array.shape[0] == 4:
         array = array[None]
     if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"{name} exemplar boxes must be K x 4 [[x0, y0, x1, y1], ...], got shape {array.shape}")
+        raise ValueError(
+            f"{name} exemplar boxes must be K x 4 [[x0, y0, x1, y1], ...], got shape {array.shape}"
+        )
     if not np.isfinite(array).all():
         raise ValueError(f"{name} exemplar boxes must be finite numbers")
     return array.astype(np.float32)

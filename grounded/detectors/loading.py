@@ -1,4 +1,5 @@
-"""Find a transformers detector folder (Grounding DINO family, SAM 3): a local path, or a Hub repo id through the Hugging Face cache.
+"""Find a transformers detector folder (Grounding DINO family, SAM 3): a local path, or a Hub repo id
+through the Hugging Face cache.
 
 Hub ids go through ``sam_core.hub`` (the project's one Hub policy: a warm cache makes no network
 call; ``HF_HUB_OFFLINE`` or no network fails at once with a :class:`ModelUnavailableError` naming the

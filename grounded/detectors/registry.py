@@ -61,7 +61,7 @@ def _sam3(spec: DetectorSpec, options: BuildOptions) -> OpenVocabularyDetector:
 
 def _no_int8(spec: DetectorSpec) -> None:
     if spec.int8:
-        raise ValueError(f"detector {spec.model!r}: int8 applies to the Grounding DINO family only, not SAM 3")
+        raise ValueError(f"detector {spec.model!r}: int8 applies to the Grounding DINO family, not SAM 3")
 
 
 def _grounding_dino(spec: DetectorSpec, options: BuildOptions) -> OpenVocabularyDetector:

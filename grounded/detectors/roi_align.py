@@ -51,14 +51,18 @@ def roi_align(
     return torch.stack(pooled).to(features.dtype)  # K x C x out_h x out_w
 
 
-def _sample_positions(start: float, bin_size: float, bins: int, grid: int, device: torch.device) -> torch.Tensor:
+def _sample_positions(
+    start: float, bin_size: float, bins: int, grid: int, device: torch.device
+) -> torch.Tensor:
     """Sample coordinates, bin-major: start + bin * bin_size + (i + 0.5) * bin_size / grid."""
     index = torch.arange(bins, device=device, dtype=torch.float32)[:, None]  # bins x 1
     offset = (torch.arange(grid, device=device, dtype=torch.float32)[None, :] + 0.5) / grid  # 1 x grid
     return (start + (index + offset) * bin_size).reshape(-1)  # bins*grid
 
 
-def _bilinear(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _bilinear(
+    image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """C x len(ys) x len(xs) samples of ``image`` (C x H x W); zero outside [-1, H] x [-1, W]."""
     y_ok = (ys >= -1.0) & (ys <= height)
     x_ok = (xs >= -1.0) & (xs <= width)

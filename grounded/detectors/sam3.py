@@ -150,9 +150,11 @@ class Sam3Detector:
     # ------------------------------------------------------------------ inputs
     def pixel_values(self, image: np.ndarray) -> torch.Tensor:
         """H x W x 3 uint8 RGB -> 1 x 3 x S x S normalised (S = the model's input size, 1008)."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+                and image.dtype == np.uint8):
+            shape = getattr(image, "shape", None)
             raise ValueError(
-                f"SAM 3 input must be an H x W x 3 uint8 RGB array, got shape {getattr(image, 'shape', None)}; "
+                f"SAM 3 input must be an H x W x 3 uint8 RGB array, got shape {shape}; "
                 "convert it with grounded.io.images.load_image"
             )
         if not (image.flags.c_contiguous and image.flags.writeable):
@@ -166,15 +168,19 @@ class Sam3Detector:
     def text_inputs(self, classes: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """C phrases -> input_ids, attention_mask (C x 32 each), as ``Sam3Processor`` tokenises them."""
         encoded = self.tokenizer(
-            list(classes), padding="max_length", max_length=SAM3_TEXT_LENGTH, truncation=True, return_tensors="pt"
+            list(classes), padding="max_length", max_length=SAM3_TEXT_LENGTH, truncation=True,
+            return_tensors="pt",
         )
         return encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
 
     @staticmethod
-    def box_inputs(exemplars: ExemplarBoxes, image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def box_inputs(
+        exemplars: ExemplarBoxes, image_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel xyxy exemplars -> (1 x K x 4 normalised cxcywh, 1 x K labels 1/0), as ``Sam3Processor``."""
         height, width = image_size
-        xyxy = torch.from_numpy(exemplars.boxes).float() / torch.tensor([width, height, width, height])  # K x 4
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        xyxy = torch.from_numpy(exemplars.boxes).float() / scale  # K x 4 in [0, 1]
         cxcywh = torch.stack(
             [(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
              xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], dim=-1,

@@ -1,4 +1,4 @@
-"""The HTTP API's optional ``exemplar_boxes`` parameter -> ``ExemplarBoxes`` (SAM 3's example boxes), strictly."""
+"""The HTTP API's optional ``exemplar_boxes`` -> ``ExemplarBoxes`` (SAM 3's example boxes), strictly."""
 
 from __future__ import annotations
 
@@ -32,9 +32,7 @@ def parse_exemplars(value: Any) -> ExemplarBoxes | None:
                          "[x0, y0, x1, y1] pixel boxes")
     for name in ("positive", "negative"):
         boxes = value.get(name) or []
-        if not isinstance(boxes, list) or any(
-            not isinstance(box, list) or len(box) != 4 or any(isinstance(v, bool) for v in box) for box in boxes
-        ):
+        if not isinstance(boxes, list) or any(not isinstance(box, list) or len(box) != 4 for box in boxes):
             raise ValueError(f"exemplar_boxes {name!r} must be a list of [x0, y0, x1, y1] pixel boxes")
         for box in boxes:
             for coordinate in box:

@@ -237,7 +237,8 @@ class PipelineProvider:
                     _LOG.warning("preset %r could not be loaded: %s", name, exc)
                     denied = _access_denied(exc)
                     if denied is not None:  # gated weights: the one sentence says what to do (no paths)
-                        raise PresetUnavailableError(f"preset {name!r} could not be loaded: {denied}") from exc
+                        raise PresetUnavailableError(
+                            f"preset {name!r} could not be loaded: {denied}") from exc
                     raise PresetUnavailableError(
                         f"preset {name!r} could not be loaded on this server (its weights are not "
                         "available); choose another preset or ask the operator") from exc
@@ -279,7 +280,7 @@ def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str 
         check_request(rgb.shape[0], rgb.shape[1], int(options.max_detections), request_bytes)
     boxes = {} if exemplars is None else {"positive_boxes": exemplars.boxes[exemplars.labels],
                                           "negative_boxes": exemplars.boxes[~exemplars.labels]}
-    detections = pipeline.predict_compact(rgb, classes, **options.predict_kwargs(), **boxes)  # CompactMask masks
+    detections = pipeline.predict_compact(rgb, classes, **options.predict_kwargs(), **boxes)  # CompactMask
     return Session(rgb, image_name, tuple(classes), preset or provider.default, pipeline.config, options,
                    detections, detections, models=pipeline.describe())
 
