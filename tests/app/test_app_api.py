@@ -68,7 +68,8 @@ def test_view_api_lists_only_the_segment_endpoint(client):
     endpoint = api["named_endpoints"]["/segment"]
     assert [p["parameter_name"] for p in endpoint["parameters"]] == [
         "image", "prompt", "box_threshold", "text_threshold", "nms_iou", "preset", "max_detections",
-        "multimask"]
+        "multimask", "exemplar_boxes"]
+    assert endpoint["parameters"][-1]["parameter_has_default"]  # optional: older clients still work
     assert [r["label"] for r in endpoint["returns"]] == ["overlay", "result"]
 
 
