@@ -22,6 +22,7 @@ Preprocessing is ours in plain torch (no torchvision): resize to the model's squ
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +100,11 @@ class Sam3Detector:
         min_score: float = 0.05,
         untrained: bool = False,
     ) -> None:
-        from transformers.models.sam3 import modeling_sam3
-
         from grounded.detectors.roi_align import install_roi_align
 
-        install_roi_align(modeling_sam3)  # exemplar boxes need roi_align; no torchvision here
+        # Exemplar boxes need roi_align; no torchvision here. (importlib: transformers' lazy
+        # ``from transformers.models.sam3 import modeling_sam3`` refuses without torchvision.)
+        install_roi_align(importlib.import_module("transformers.models.sam3.modeling_sam3"))
         if device is not None or dtype is not None:
             model = model.to(device=device, dtype=dtype)
         self.model = model.eval()
