@@ -23,7 +23,10 @@ from benchmarks.report import format_table, markdown, summarize, table_rows
 from benchmarks.weights import prepare_weights
 from benchmarks.worker import CASES, RESULT_PREFIX, run_variant
 
-__all__ = ["main", "run_benchmarks", "DEFAULT_VARIANTS", "QUICK_VARIANTS"]
+__all__ = ["main", "run_benchmarks", "DEFAULT_CASES", "DEFAULT_VARIANTS", "QUICK_VARIANTS"]
+
+# Cases run without --cases: all but sam3 (a ~0.85 B-parameter model; run it alone with --cases sam3).
+DEFAULT_CASES = tuple(case for case in CASES if case != "sam3")
 
 DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
     "sam_encoder": (
@@ -62,6 +65,7 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
         "idea-ours-fp32",
     ),
     "e2e": ("ours-fp32", "ours-plain"),
+    "sam3": ("hf", "ours"),
 }
 QUICK_VARIANTS: dict[str, tuple[str, ...]] = {
     "sam_encoder": ("hf-eager", "ours-fp32", "ours-int8"),
@@ -69,12 +73,14 @@ QUICK_VARIANTS: dict[str, tuple[str, ...]] = {
     "sam2_encoder": ("hf-sdpa", "ours-fp32", "ours-sam1-vit_b"),
     "dino": ("hf-eager", "hf-default", "ours-fp32"),
     "e2e": ("ours-fp32",),
+    "sam3": ("hf", "ours"),
 }
 _COMPARE = {
     "sam_encoder": ("benchmarks.cases_sam", "compare_encoder"),
     "sam_decoder": ("benchmarks.cases_sam", "compare_decoder"),
     "sam2_encoder": ("benchmarks.cases_sam2", "compare_sam2_encoder"),
     "dino": ("benchmarks.cases_dino", "compare_dino"),
+    "sam3": ("benchmarks.cases_sam3", "compare_sam3"),
 }
 
 
@@ -102,7 +108,7 @@ def run_benchmarks(
     *,
     size: str = "full",
     quick: bool = False,
-    cases: tuple[str, ...] = CASES,
+    cases: tuple[str, ...] = DEFAULT_CASES,
     variants: dict[str, tuple[str, ...]] | None = None,
     workdir: Path | None = None,
     warmup: int | None = None,
@@ -187,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer variants, 1 warm-up + 1 timed run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest.json"))
     parser.add_argument("--markdown", type=Path, default=None, help="also write a README section here")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                        help=f"comma list of {', '.join(CASES)} (default: all but sam3)")
     parser.add_argument("--variants", default=None, help="comma list overriding the variant set")
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: smoke test")
     parser.add_argument("--warmup", type=int, default=None)

@@ -26,6 +26,7 @@ def _cases() -> dict[str, dict[str, Callable]]:
     from benchmarks.cases_e2e import E2E_VARIANTS
     from benchmarks.cases_sam import DECODER_VARIANTS, ENCODER_VARIANTS
     from benchmarks.cases_sam2 import SAM2_ENCODER_VARIANTS
+    from benchmarks.cases_sam3 import SAM3_VARIANTS
     from benchmarks.cases_sam_variants import VARIANT_DECODERS, VARIANT_ENCODERS
 
     return {
@@ -34,10 +35,11 @@ def _cases() -> dict[str, dict[str, Callable]]:
         "sam2_encoder": SAM2_ENCODER_VARIANTS,
         "dino": DINO_VARIANTS,
         "e2e": E2E_VARIANTS,
+        "sam3": SAM3_VARIANTS,
     }
 
 
-CASES = ("sam_encoder", "sam_decoder", "sam2_encoder", "dino", "e2e")
+CASES = ("sam_encoder", "sam_decoder", "sam2_encoder", "dino", "e2e", "sam3")
 
 
 def main(argv: list[str] | None = None) -> int:

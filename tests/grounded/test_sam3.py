@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-from sam3_reference import reference_instances
 
+from benchmarks.sam3_reference import reference_instances
 from grounded.config import PIPELINE_PRESETS, SAM_PRESETS, DetectorSpec, load_config
 from grounded.detectors.base import ExemplarBoxes
 from grounded.detectors.registry import BuildOptions, build_detector, detector_kind

@@ -1,5 +1,6 @@
 """transformers' own SAM 3 pipeline (``Sam3Processor`` + ``Sam3Model`` +
-``post_process_instance_segmentation``), the reference the SAM 3 detector is compared with.
+``post_process_instance_segmentation``), the reference the SAM 3 detector is compared with (by the
+tests and by the ``sam3`` benchmark case).
 
 This project installs no torchvision, and transformers' ``image_processing_sam3`` imports
 ``torchvision.ops.boxes.batched_nms`` at module level (only its mask-generation code calls it). The
