@@ -27,6 +27,8 @@ __all__ = ["main", "run_benchmarks", "DEFAULT_CASES", "DEFAULT_VARIANTS", "QUICK
 
 # Cases run without --cases: all but sam3 (a ~0.85 B-parameter model; run it alone with --cases sam3).
 DEFAULT_CASES = tuple(case for case in CASES if case != "sam3")
+# Cases that build their own random-weight models (no prepared weights folder needed).
+SELF_CONTAINED_CASES = frozenset({"sam3"})
 
 DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
     "sam_encoder": (
@@ -134,7 +136,9 @@ def run_benchmarks(
         machine = machine_info()
         log(f"preparing {size} random-weight models in {root} ...")
         ctx = Context(workdir=root, size=size, warmup=warmup, repeats=repeats)
-        if isolate:
+        if set(cases) <= SELF_CONTAINED_CASES:
+            pass  # these cases build their models themselves
+        elif isolate:
             prepared = _worker(["prepare", str(root), "--size", size], timeout=timeout)
             if "error" in prepared:
                 raise RuntimeError(prepared["error"])
