@@ -13,6 +13,7 @@ torchvision): both sides get the same ``pixel_values``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import Any
@@ -23,9 +24,7 @@ def _post_processor() -> Any:
     name = "transformers.models.sam3.image_processing_sam3"
     if name in sys.modules:
         return sys.modules[name].Sam3ImageProcessor
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("torchvision") is None:
         def batched_nms(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("the stand-in torchvision's batched_nms was called")
 
