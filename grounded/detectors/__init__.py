@@ -9,5 +9,8 @@ per-class scores), ``mm_grounding_dino.py`` (MM-Grounding-DINO and LLMDet), ``id
 ``idea_architecture.py`` and ``idea_loading.py`` (IDEA-Research ``.pth`` checkpoints: key map,
 architecture from shapes, strict loader), ``scoring.py`` (thresholds, one class per box, NMS, cap ->
 ``sv.Detections``), ``fast_path.py`` and ``fast_feed_forward.py`` (exact faster re-formulations swapped
-into transformers' model), ``tiny.py`` (an untrained tiny detector for tests and offline demos).
+into transformers' model), ``tiny.py`` (an untrained tiny detector for tests and offline demos),
+``sam3.py`` (SAM 3: text and exemplar boxes -> boxes, scores and masks; vision features cached per
+image), ``roi_align.py`` (its exemplar pooling without torchvision), ``tiny_sam3.py`` (an untrained
+tiny SAM 3 for tests).
 """

@@ -192,3 +192,14 @@ def test_build_tiny_sam3_is_deterministic(image):
     ra, rb = a.detect(image, ["cat"]), b.detect(image, ["cat"])
     np.testing.assert_array_equal(ra.box_scores, rb.box_scores)
     assert not np.array_equal(build_tiny_sam3(1).detect(image, ["cat"]).box_scores[:3], ra.box_scores[:3])
+
+
+def test_bfloat16_sam3_gives_the_float32_instances_closely(pipe, image):
+    half = GroundedSAM.from_config("tiny-random-sam3", device="cpu", dtype="bfloat16")
+    assert half.describe()["detector"]["dtype"] == "bfloat16"
+    ours = half.predict(image, "cat", box_threshold=0.15, nms_iou=1.0, max_detections=5,
+                        positive_boxes=[[10, 20, 70, 90]])
+    exact = pipe.predict(image, "cat", box_threshold=0.15, nms_iou=1.0, max_detections=5,
+                         positive_boxes=[[10, 20, 70, 90]])
+    assert len(ours) == len(exact) == 5
+    np.testing.assert_allclose(np.sort(ours.confidence), np.sort(exact.confidence), atol=0.03)

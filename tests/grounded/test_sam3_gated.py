@@ -93,3 +93,15 @@ def test_the_service_reports_the_gated_preset_and_keeps_serving(hub_answers):
     assert "https://huggingface.co/facebook/sam3" in message and "/tmp" not in message  # no server paths
     session = service.segment(provider, image, "cat", preset="tiny-random-sam3", options=options)
     assert len(session.detections) == 5
+
+
+def test_the_page_lists_the_sam3_preset_and_loads_it_only_on_first_use(hub_answers):
+    calls = hub_answers(gated)
+    provider = PipelineProvider.from_config("default")  # what app.py offers on the page
+    assert "sam3" in provider.names and "tiny-random-sam3" not in provider.names
+    sam3 = provider.config("sam3")
+    assert sam3.detector.model == "facebook/sam3" and not sam3.sam.enabled
+    assert calls == []  # listing it fetched nothing
+    with pytest.raises(PresetUnavailableError, match="hf auth login"):
+        provider.get("sam3")
+    assert calls == ["facebook/sam3"]
