@@ -176,6 +176,13 @@ class OpenVocabularyDetector(Protocol):
         untrained: True when the weights are random (test models): outputs are meaningless.
         cache_key: identifies this detector instance's outputs in the pipeline's caches (weights and
             preprocessing); two detectors share cached results only if their keys are equal.
+
+    Optional capabilities, read by the pipeline with ``getattr`` (SAM 3 has all three):
+    ``predicts_masks = True`` (``RawDetections`` carries masks, so ``sam: none`` is allowed);
+    ``accepts_exemplars = True`` (``detect(image, classes, exemplars)`` takes :class:`ExemplarBoxes`);
+    ``encode_image(image) -> features`` (with ``.nbytes()``) plus ``detect_from_features(features,
+    classes, exemplars)``: the pipeline caches the features per image content, so a new prompt on the
+    same image skips the expensive image encoder.
     """
 
     model_id: str
