@@ -44,32 +44,36 @@ _CLASS_BATCH = 8
 
 @dataclass(frozen=True)
 class Sam3ImageFeatures:
-    """The vision encoder's output for one image: what a new prompt on the same image re-uses.
+    """What a new prompt on the same image re-uses: the vision encoder's FPN levels for one image.
 
-    ``vision`` is transformers' ``Sam3VisionEncoderOutput`` with batch 1 (FPN levels 1 x 256 x h x w);
-    ``image_size`` is the original (H, W).
+    Only what ``Sam3Model.forward`` reads is kept: the first three FPN levels (1 x 256 x 288 x 288,
+    144 x 144, 72 x 72 at 1008 px: 111 MB in float32) and their sine position encodings, which depend
+    only on the shapes and are shared by every image (not counted in :meth:`nbytes`). The ViT's last
+    hidden state and the lowest-resolution level, which the forward drops, are not stored.
+
+    Attributes:
+        levels: per-image FPN levels, each 1 x C x h x w.
+        positions: the matching position encodings (shared).
+        image_size: the original (H, W).
     """
 
-    vision: Any
+    levels: tuple[torch.Tensor, ...]
+    positions: tuple[torch.Tensor, ...]
     image_size: tuple[int, int]
 
     def nbytes(self) -> int:
-        tensors = [*self.vision.fpn_hidden_states, *self.vision.fpn_position_encoding]
-        if self.vision.last_hidden_state is not None:
-            tensors.append(self.vision.last_hidden_state)
-        return int(sum(t.numel() * t.element_size() for t in tensors))
+        return int(sum(t.numel() * t.element_size() for t in self.levels))
 
     def expanded(self, batch: int) -> Any:
-        """The same features as a batch of ``batch`` views (no copy)."""
+        """The features as transformers' ``Sam3VisionEncoderOutput``, a batch of ``batch`` views (no copy)."""
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-        def grow(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.expand(batch, *t.shape[1:])  # 1 x ... -> batch x ...
+        def grow(tensors: tuple[torch.Tensor, ...]) -> tuple[Any, ...]:
+            # 1 x C x h x w -> batch x C x h x w; the forward drops the last level ([:-1]): a placeholder
+            return (*(t.expand(batch, *t.shape[1:]) for t in tensors), None)
 
         return Sam3VisionEncoderOutput(
-            last_hidden_state=grow(self.vision.last_hidden_state),
-            fpn_hidden_states=tuple(grow(t) for t in self.vision.fpn_hidden_states),
-            fpn_position_encoding=tuple(grow(t) for t in self.vision.fpn_position_encoding),
+            fpn_hidden_states=grow(self.levels), fpn_position_encoding=grow(self.positions)
         )
 
 
@@ -116,6 +120,7 @@ class Sam3Detector:
         self.precision = str(self._dtype).removeprefix("torch.")
         size = model.config.vision_config.image_size
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
+        self._positions: tuple[Any, tuple[torch.Tensor, ...]] | None = None  # shared by all images
 
     @property
     def cache_key(self) -> str:
@@ -194,7 +199,12 @@ class Sam3Detector:
     def encode_image(self, image: np.ndarray) -> Sam3ImageFeatures:
         """The vision encoder on ``image`` (H x W x 3 uint8): the expensive, prompt-independent part."""
         vision = self.model.get_vision_features(pixel_values=self.pixel_values(image))
-        return Sam3ImageFeatures(vision, (int(image.shape[0]), int(image.shape[1])))
+        levels = tuple(vision.fpn_hidden_states[:-1])  # what Sam3Model.forward reads
+        positions = tuple(vision.fpn_position_encoding[:-1])
+        shapes = tuple((t.shape, t.dtype, t.device) for t in positions)
+        if self._positions is None or self._positions[0] != shapes:
+            self._positions = (shapes, positions)  # sine encodings: a function of the shapes only
+        return Sam3ImageFeatures(levels, self._positions[1], (int(image.shape[0]), int(image.shape[1])))
 
     def detect(
         self, image: np.ndarray, classes: Sequence[str], exemplars: ExemplarBoxes | None = None

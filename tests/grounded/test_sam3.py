@@ -203,3 +203,23 @@ def test_bfloat16_sam3_gives_the_float32_instances_closely(pipe, image):
                          positive_boxes=[[10, 20, 70, 90]])
     assert len(ours) == len(exact) == 5
     np.testing.assert_allclose(np.sort(ours.confidence), np.sort(exact.confidence), atol=0.03)
+
+
+def test_cached_features_hold_only_what_the_forward_reads_and_share_position_encodings(pipe, image):
+    detector = pipe.detector
+    first, second = detector.encode_image(image), detector.encode_image(image[::-1].copy())
+    vision = detector.model.get_vision_features(pixel_values=detector.pixel_values(image))
+    assert len(first.levels) == len(vision.fpn_hidden_states) - 1  # the dropped level is not stored
+    for kept, full in zip(first.positions, vision.fpn_position_encoding, strict=False):
+        torch.testing.assert_close(kept, full, rtol=0, atol=0)  # the shared encodings equal this image's
+    assert all(a is b for a, b in zip(first.positions, second.positions, strict=True))
+    assert first.nbytes() == sum(t.numel() * 4 for t in vision.fpn_hidden_states[:-1])
+
+
+def test_a_yaml_config_selects_sam3_with_sam_none(tmp_path, image):
+    path = tmp_path / "mine.yaml"
+    path.write_text("preset: tiny-random\ndetector: tiny-random-sam3\nsam: none\nbox_threshold: 0.2\n")
+    config = load_config(path)
+    assert not config.sam.enabled and config.detector.model == "tiny-random-sam3"
+    yaml_pipe = GroundedSAM.from_config(path, device="cpu")
+    assert yaml_pipe.sam is None and len(yaml_pipe.predict(image, "cat")) > 0
