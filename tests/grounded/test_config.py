@@ -10,7 +10,7 @@ from grounded.config import PIPELINE_PRESETS, PipelineConfig, load_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["default", "quality", "fast", "hq", "sam2", "tiny-random"])
+@pytest.mark.parametrize("name", ["default", "quality", "fast", "hq", "sam2", "sam3", "tiny-random"])
 def test_yaml_files_equal_python_presets(name):
     from_yaml = load_config(CONFIGS / f"{name}.yaml")
     assert from_yaml == PIPELINE_PRESETS[name]
