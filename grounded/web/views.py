@@ -21,7 +21,8 @@ from grounded.web.edits import Click
 from grounded.web.sessions import Session
 
 __all__ = [
-    "LABEL_CHARS", "PREVIEW_MAX_PIXELS", "TABLE_HEADERS", "annotated_value", "instance_choices",
+    "LABEL_CHARS", "PREVIEW_MAX_PIXELS", "TABLE_HEADERS", "annotated_value", "full_overlay",
+    "instance_choices",
     "instance_labels", "marker_radius", "models_note", "overlay_preview", "overlay_with_clicks",
     "precision_fields", "precision_note", "preview_scale", "result_json", "short_label", "table_rows",
     "to_preview",
@@ -142,6 +143,11 @@ def annotated_value(session: Session) -> tuple[AnnotatedValue, dict[str, str]]:
     return (to_preview(session.image, scale), masks()), colors
 
 
+def full_overlay(session: Session) -> np.ndarray:
+    """The full-resolution overlay with the numbered, shortened labels (the download's overlay.png)."""
+    return annotate(session.image, session.detections, labels=instance_labels(session.detections))
+
+
 def marker_radius(shape: tuple[int, ...]) -> int:
     """Click-marker radius in pixels of an H x W view: 1/60 of its longer side, at least 6, so it shows
     at a similar size on the page whatever the image size."""
@@ -153,7 +159,7 @@ def overlay_preview(session: Session, selected: int | None = None) -> np.ndarray
     instance outlined, the refine clicks and a box's first corner marked."""
     scale = preview_scale(session.image_size)
     detections = session.detections
-    overlay = to_preview(annotate(session.image, detections, labels=instance_labels(detections)), scale)
+    overlay = to_preview(full_overlay(session), scale)
     if isinstance(selected, int) and 0 <= selected < len(detections):
         mask = to_preview(detections.mask[selected], scale)
         overlay = _outline(overlay, mask, detections.xyxy[selected] * scale)
