@@ -257,7 +257,8 @@ def build_demo(
             preset: str, max_detections: float, multimask: bool, state_token: str | None) -> tuple[Any, ...]:
         started = time.perf_counter()
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        return render(new_session(image, prompt, preset, opts), started, token=state_token, new=True)
+        rendered = render(new_session(image, prompt, preset, opts), started, token=state_token, new=True)
+        return (*rendered, gr.Dropdown(choices=provider.choices()))  # the picker shows what is loaded now
 
     @_errors_for_users
     @gpu
@@ -301,11 +302,16 @@ def build_demo(
                           note=f"re-run with preset {html.escape(preset_name)}", new=True)
         return (picker, *rendered[1:])
 
-    def edit(action: Callable[[Session], Session], token: str | None, note: str,
+    def edit(action: Callable[[Session], Session], token: str | None, note: str | Callable[[Session], str],
              selected: Any = None) -> tuple[Any, ...]:
         session = stored(token, "run a prompt first, then correct its result")
         started = time.perf_counter()
-        return render(action(session), started, token=token, note=note, selected=selected)
+        session = action(session)
+        note = note(session) if callable(note) else note
+        return render(session, started, token=token, note=note, selected=selected)
+
+    def steps(session: Session) -> str:
+        return f"{len(session.undo)} to undo, {len(session.redo)} to redo"
 
     @_errors_for_users
     @gpu
@@ -345,11 +351,11 @@ def build_demo(
 
     @_errors_for_users
     def undo(token: str | None, index: int | None) -> tuple[Any, ...]:
-        return edit(service.undo, token, "undone", selected=index)
+        return edit(service.undo, token, lambda s: f"undone ({steps(s)})", selected=index)
 
     @_errors_for_users
     def redo(token: str | None, index: int | None) -> tuple[Any, ...]:
-        return edit(service.redo, token, "redone", selected=index)
+        return edit(service.redo, token, lambda s: f"redone ({steps(s)})", selected=index)
 
     @_errors_for_users
     def candidate(token: str | None, index: int | None, choice: str | None) -> tuple[Any, ...]:
@@ -469,7 +475,7 @@ def build_demo(
         image.upload(check_upload, [image], [image, status], preprocess=False, **private)
         prompt.change(None, [prompt], None, js=counter_js(service.MAX_PROMPT_CHARS), queue=False, **private)
         for trigger in (run_button.click, prompt.submit):
-            trigger(run, [*run_inputs, state], outputs, preprocess=False, **private, **model_event)
+            trigger(run, [*run_inputs, state], [*outputs, preset], preprocess=False, **private, **model_event)
         # .change, not .input: the sliders' reset (↺) buttons and keyboard steps re-filter too.
         for control in (box, text, nms, max_det, multimask):
             control.change(refilter, [state, box, text, nms, max_det, multimask, instance], outputs,

@@ -37,6 +37,8 @@ SHORTCUTS_MARKDOWN = (
 
 _SCRIPT = """<script>
 (() => {
+  if (window.gsamShortcuts) return;  // the page may run its head scripts more than once
+  window.gsamShortcuts = true;
   const keys = KEYS;
   document.addEventListener("keydown", (event) => {
     const target = event.target;
