@@ -429,7 +429,7 @@ def build_demo(
                     undo_button = gr.Button("↶ Undo", size="sm", elem_id="undo", interactive=False)
                     redo_button = gr.Button("↷ Redo", size="sm", elem_id="redo", interactive=False)
                 gr.Markdown(SHORTCUTS_MARKDOWN, elem_id="shortcuts")
-                annotated = gr.AnnotatedImage(elem_id="instances", height=360,
+                annotated = gr.AnnotatedImage(elem_id="instances", height=460,
                                               label="Instances (numbered as in the table; click to select)")
                 table = gr.Dataframe(headers=service.TABLE_HEADERS, label="Detections", interactive=False,
                                      datatype=["number", "str", "number", "number", "str", "number"],

@@ -67,8 +67,8 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
         )
     if not classes:
         raise ValueError(
-            f"prompt is empty: {prompt!r} names no class; give class names separated by '.' or ',', "
-            "e.g. 'cat. dog'"
+            f"prompt is empty: {prompt!r} names no class; give class names separated by '.', ',', ';' or "
+            "new lines, e.g. 'cat. dog'"
         )
     return classes
 

@@ -30,7 +30,7 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
 }
 
 SHORTCUTS_MARKDOWN = (
-    "**Keyboard** (outside text boxes): `Ctrl+Z` undo · `Ctrl+Shift+Z` / `Ctrl+Y` redo · `Del` delete the "
+    "**Keyboard** (outside text fields): `Ctrl+Z` undo · `Ctrl+Shift+Z` / `Ctrl+Y` redo · `Del` delete the "
     "selected instance · `+` / `-` refine tools · `A` add by point · `B` add by box · `1` `2` `3` pick "
     "SAM's candidate mask · `Enter` in the prompt runs."
 )
@@ -42,7 +42,9 @@ _SCRIPT = """<script>
   const keys = KEYS;
   document.addEventListener("keydown", (event) => {
     const target = event.target;
-    const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(target && target.tagName);
+    const tag = target && target.tagName;  // radio buttons and checkboxes take shortcuts; text fields don't
+    const typing = ["TEXTAREA", "SELECT"].includes(tag)
+      || (tag === "INPUT" && !["radio", "checkbox", "button", "submit"].includes(target.type));
     if (typing || (target && target.isContentEditable)) return;
     let key = event.key.toLowerCase();
     if (event.ctrlKey || event.metaKey) key = (event.shiftKey ? "ctrl+shift+" : "ctrl+") + key;
