@@ -88,5 +88,7 @@ CSS = """
 @media (max-width: 720px) {
   #main-row { grid-template-columns: minmax(0, 1fr); grid-template-rows: none;
               grid-template-areas: "inputs" "results" "controls"; }
+  #edit-buttons { flex-direction: row !important; flex-wrap: wrap !important; }
+  #edit-buttons > * { flex: 1 1 30% !important; min-width: 96px !important; }
 }
 """
