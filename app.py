@@ -257,7 +257,8 @@ def build_demo(
             preset: str, max_detections: float, multimask: bool, state_token: str | None) -> tuple[Any, ...]:
         started = time.perf_counter()
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        rendered = render(new_session(image, prompt, preset, opts), started, token=state_token, new=True)
+        rendered = render(new_session(image, prompt, preset, opts), started, token=state_token, new=True,
+                          note=_discarded(sessions, state_token))
         return (*rendered, gr.Dropdown(choices=provider.choices()))  # the picker shows what is loaded now
 
     @_errors_for_users
@@ -298,8 +299,9 @@ def build_demo(
             note = f"preset {html.escape(preset_name)} loaded: {service.precision_note(pipeline.describe())}"
             return (picker, note, *(gr.skip() for _ in outputs[1:]))
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        rendered = render(new_session(image, prompt, preset_name, opts), started, token=token,
-                          note=f"re-run with preset {html.escape(preset_name)}", new=True)
+        note = f"re-run with preset {html.escape(preset_name)}{_discarded(sessions, token, ' · ')}"
+        rendered = render(new_session(image, prompt, preset_name, opts), started, token=token, note=note,
+                          new=True)
         return (picker, *rendered[1:])
 
     def edit(action: Callable[[Session], Session], token: str | None, note: str | Callable[[Session], str],
@@ -408,7 +410,7 @@ def build_demo(
                 prompt = gr.Textbox(label="Prompt", placeholder="dog. frisbee. person",
                                     max_length=service.MAX_PROMPT_CHARS, elem_id="prompt", max_lines=6,
                                     info="Class names separated by '.', ',', ';' or new lines; Enter runs.")
-                counter = gr.HTML(f"0 / {service.MAX_PROMPT_CHARS} characters", elem_id="prompt-counter")
+                gr.HTML(f"0 / {service.MAX_PROMPT_CHARS} characters", elem_id="prompt-counter")
                 run_button = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column(scale=3, min_width=320, elem_id="results-col"):
                 status = gr.Markdown(elem_id="status")
@@ -496,9 +498,19 @@ def build_demo(
         prepare.click(bundle, [state], [download], **private)
         api_trigger.click(segment_api, run_inputs, [api_overlay, api_result], api_name="segment",
                           preprocess=False, **model_event)
-        del counter
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return demo
+
+
+def _discarded(sessions: SessionStore, token: str | None, prefix: str = "") -> str:
+    """A note when a new run replaces a result the user had corrected (its edits are not carried over)."""
+    try:
+        old = sessions.get(token) if token is not None else None
+    except ValueError:  # expired: nothing to report
+        return ""
+    if old is None or not old.edits:
+        return ""
+    return f"{prefix}a new run starts afresh: the previous result's edits were discarded"
 
 
 def _preset_info(provider: PipelineProvider, untrained: bool) -> str:
