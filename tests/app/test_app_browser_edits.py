@@ -214,3 +214,14 @@ def test_model_picker_lists_and_loads_a_second_model(page):
     page.locator("#tool label", has_text="refine: add").click()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_browser_edits.png"), full_page=True)
+
+
+def test_the_prompt_counter_and_a_non_image_upload(page, tmp_path):
+    page.fill("#prompt textarea", "cat\ndog")
+    page.wait_for_function("document.querySelector('#prompt-counter').innerText.startsWith('7 / 2000')")
+    fake = tmp_path / "notes.png"
+    fake.write_text("shopping list: eggs, milk\n")
+    page.set_input_files("#input-image input[type=file]", str(fake))
+    status = _wait(page, "upload refused")
+    assert "notes.png" in status and "text file" in status
+    page.wait_for_function("!document.querySelector('#input-image img')")  # the refused file is not kept
