@@ -9,7 +9,6 @@ Public API (``gradio_client``): ``/segment`` -> overlay image + the shared JSON 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import html
 import logging
@@ -17,7 +16,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from grounded.config import load_config, with_detector
 from grounded.io.annotate import annotate
 from grounded.pipeline import GroundedSAM
 from grounded.web import service
+from grounded.web.examples import write_examples
 from grounded.web.gradio_patches import (
     API_DEFAULTS,
     explain_input_errors,
@@ -40,11 +39,12 @@ from grounded.web.gradio_patches import (
 )
 from grounded.web.limits import BodyLimitMiddleware, body_limit_for
 from grounded.web.page import CSS, HEAD, SHORTCUTS_MARKDOWN, TOOLS, counter_js
+from grounded.web.server_args import parse_args
 from grounded.web.service import PipelineProvider, SegmentOptions
 from grounded.web.sessions import Session, SessionStore
 from grounded.web.spaces import gpu
 
-__all__ = ["build_demo", "launch_demo", "main", "write_examples"]
+__all__ = ["build_demo", "launch_demo", "main", "parse_args", "write_examples"]
 
 _LOG = logging.getLogger("grounded.app")
 MB = 1_000_000
@@ -62,44 +62,6 @@ _INTRO = (
 )
 _PRESET_INFO = ("default: DINO-T + SAM ViT-B; fast: + MobileSAM; hq: + SAM-HQ; sam2: + SAM 2.1-T; "
                 "quality: DINO-B + SAM ViT-H; mm-tiny / llmdet-tiny: better detectors (loaded on first use)")
-# Photos bundled inside scikit-image (no download) and prompts that fit them.
-_EXAMPLES = (
-    ("chelsea", "cat."),
-    ("astronaut", "person. rocket. flag."),
-    ("coffee", "cup. saucer. spoon."),
-    ("rocket", "rocket. tree. building."),
-    ("stereo_motorcycle", "motorcycle. helmet."),
-)
-
-
-def write_examples(folder: str | os.PathLike[str]) -> list[list[str]]:
-    """Write the example photos as PNGs into ``folder`` (once); ``[path, prompt]`` pairs.
-
-    Images this scikit-image install cannot load offline (fetchers needing pooch) are skipped.
-    """
-    import numpy as np
-    import skimage.data
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    examples = []
-    for name, prompt in _EXAMPLES:
-        path = folder / f"{name}.png"
-        if not path.is_file():
-            try:
-                image = getattr(skimage.data, name)()
-            except Exception:  # noqa: BLE001 - needs a download here: leave this example out
-                _LOG.info("example %s is not bundled with scikit-image here; skipped", name)
-                continue
-            image = image[0] if isinstance(image, tuple) else image  # stereo pair -> left view
-            tmp = folder / f".{name}.{uuid.uuid4().hex}.png"
-            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp)
-            os.replace(tmp, path)
-        examples.append([str(path), prompt])
-    return examples
-
-
 def _errors_for_users(fn: Callable[..., Any]) -> Callable[..., Any]:
     """For the page's events, whose messages the browser renders as HTML: ValueError -> ``gr.Error``
     with its HTML-escaped message; anything else is logged here and the client gets a generic message
@@ -532,49 +494,6 @@ def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 
                        max_file_size=max_file_size, prevent_thread_lock=prevent_thread_lock,
                        state_session_capacity=max_sessions, footer_links=["api"], quiet=prevent_thread_lock,
                        app_kwargs={"middleware": [body_limit]})
-
-
-def _env(*names: str, default: str | None = None) -> str | None:
-    return next((os.environ[name] for name in names if os.environ.get(name)), default)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Grounded SAM web app (Gradio).")
-    parser.add_argument("--config", default=_env("GSAM_CONFIG", default="default"),
-                        help="preset (default, quality, tiny-random) or YAML path [GSAM_CONFIG]")
-    parser.add_argument("--detector", default=_env("GSAM_DETECTOR"),
-                        help="replace the config's detector: a preset (mm-grounding-dino-tiny, llmdet-tiny, "
-                             "...), Hub id, folder or IDEA .pth [GSAM_DETECTOR]")
-    parser.add_argument("--host", default=_env("GSAM_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),
-                        help="bind address; 0.0.0.0 to serve the network [GSAM_HOST, GRADIO_SERVER_NAME]")
-    parser.add_argument("--port", type=int,
-                        default=int(_env("GSAM_PORT", "GRADIO_SERVER_PORT", default="7860")),
-                        help="port [GSAM_PORT, GRADIO_SERVER_PORT]")
-    parser.add_argument("--share", action="store_true",
-                        default=_env("GSAM_SHARE", default="0").lower() in ("1", "true", "yes"),
-                        help="create a public gradio.live link [GSAM_SHARE=1]")
-    parser.add_argument("--device", default=_env("GSAM_DEVICE"),
-                        help="cpu, cuda, mps (default: auto) [GSAM_DEVICE]")
-    parser.add_argument("--queue-size", type=int, default=int(_env("GSAM_QUEUE_SIZE", default="16")),
-                        help="max waiting requests [GSAM_QUEUE_SIZE]")
-    parser.add_argument("--concurrency", type=int, default=int(_env("GSAM_CONCURRENCY", default="1")),
-                        help="model events running at once [GSAM_CONCURRENCY]")
-    parser.add_argument("--max-sessions", type=int, default=int(_env("GSAM_MAX_SESSIONS", default="256")),
-                        help="sessions whose state is kept (LRU) [GSAM_MAX_SESSIONS]")
-    parser.add_argument("--request-memory-mb", type=float,
-                        default=float(_env("GSAM_REQUEST_MEMORY", default="2048")),
-                        help="largest projected memory of one request [GSAM_REQUEST_MEMORY]")
-    parser.add_argument("--tune-allocator", action="store_true",
-                        default=_env("GSAM_TUNE_ALLOCATOR", default="0").lower() in ("1", "true", "yes"),
-                        help="keep freed activation memory for reuse: faster, but the process holds its "
-                             "peak heap [GSAM_TUNE_ALLOCATOR=1]")
-    parser.add_argument("--session-memory-mb", type=float,
-                        default=float(_env("GSAM_SESSION_MEMORY", default="1024")),
-                        help="all tabs' kept results together (LRU) [GSAM_SESSION_MEMORY]")
-    parser.add_argument("--max-file-size-mb", type=float,
-                        default=float(_env("GSAM_MAX_FILE_SIZE", default="25")),
-                        help="largest accepted image file in MB [GSAM_MAX_FILE_SIZE]")
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
