@@ -9,7 +9,6 @@ Public API (``gradio_client``): ``/segment`` -> overlay image + the shared JSON 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import html
 import logging
@@ -17,7 +16,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from grounded.detectors.base import ExemplarBoxes
 from grounded.io.annotate import annotate
 from grounded.pipeline import GroundedSAM
 from grounded.web import service
+from grounded.web.examples import write_examples
 from grounded.web.exemplars import parse_exemplars
 from grounded.web.gradio_patches import (
     API_DEFAULTS,
@@ -41,11 +40,13 @@ from grounded.web.gradio_patches import (
     limit_url_downloads,
 )
 from grounded.web.limits import BodyLimitMiddleware, body_limit_for
+from grounded.web.page import CSS, HEAD, SHORTCUTS_MARKDOWN, TOOLS, counter_js
+from grounded.web.server_args import parse_args
 from grounded.web.service import PipelineProvider, SegmentOptions
 from grounded.web.sessions import Session, SessionStore
 from grounded.web.spaces import gpu
 
-__all__ = ["build_demo", "launch_demo", "main", "write_examples"]
+__all__ = ["build_demo", "launch_demo", "main", "parse_args", "write_examples"]
 
 _LOG = logging.getLogger("grounded.app")
 MB = 1_000_000
@@ -55,52 +56,15 @@ UNTRAINED_WARNING = (
     "is marked `\"untrained\": true`. Start it with `--config default` for real weights."
 )
 _INTRO = (
-    "# Grounded SAM\nType what to find (`dog. frisbee. person`): Grounding DINO finds the boxes and "
-    "SAM cuts one mask per instance. Threshold sliders re-filter instantly from cache. To refine an "
-    "instance, pick it (list, legend or table row) and click on the overlay: green adds, red removes."
+    "# Grounded SAM\nType what to find (`dog. frisbee. person`): the detector finds the boxes and SAM "
+    "cuts one mask per instance. Sliders re-filter from cache. **Correct any result**: pick an instance "
+    "(list, legend or table row), then click the overlay to refine it (green adds, red removes), add a "
+    "missed object by a point or a box, delete or relabel it; undo/redo; your edits survive new "
+    "thresholds and go into the table, the JSON and the download."
 )
-_CLICK_MODES = ["add (positive)", "remove (negative)"]
 _PRESET_INFO = ("default: DINO-T + SAM ViT-B; fast: + MobileSAM; hq: + SAM-HQ; sam2: + SAM 2.1-T; "
                 "quality: DINO-B + SAM ViT-H; mm-tiny / llmdet-tiny: better detectors; sam3: SAM 3 alone "
                 "(gated weights) (loaded on first use)")
-# Photos bundled inside scikit-image (no download) and prompts that fit them.
-_EXAMPLES = (
-    ("chelsea", "cat."),
-    ("astronaut", "person. rocket. flag."),
-    ("coffee", "cup. saucer. spoon."),
-    ("rocket", "rocket. tree. building."),
-    ("stereo_motorcycle", "motorcycle. helmet."),
-)
-
-
-def write_examples(folder: str | os.PathLike[str]) -> list[list[str]]:
-    """Write the example photos as PNGs into ``folder`` (once); ``[path, prompt]`` pairs.
-
-    Images this scikit-image install cannot load offline (fetchers needing pooch) are skipped.
-    """
-    import numpy as np
-    import skimage.data
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    examples = []
-    for name, prompt in _EXAMPLES:
-        path = folder / f"{name}.png"
-        if not path.is_file():
-            try:
-                image = getattr(skimage.data, name)()
-            except Exception:  # noqa: BLE001 - needs a download here: leave this example out
-                _LOG.info("example %s is not bundled with scikit-image here; skipped", name)
-                continue
-            image = image[0] if isinstance(image, tuple) else image  # stereo pair -> left view
-            tmp = folder / f".{name}.{uuid.uuid4().hex}.png"
-            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp)
-            os.replace(tmp, path)
-        examples.append([str(path), prompt])
-    return examples
-
-
 def _errors_for_users(fn: Callable[..., Any]) -> Callable[..., Any]:
     """For the page's events, whose messages the browser renders as HTML: ValueError -> ``gr.Error``
     with its HTML-escaped message; anything else is logged here and the client gets a generic message
@@ -191,29 +155,43 @@ def build_demo(
                                request_bytes=request_bytes, exemplars=exemplars)
 
     def render(session: Session, started: float, *, token: str | None = None, note: str = "",
-               selected: Any = None) -> tuple[Any, ...]:
+               selected: Any = None, new: bool = False) -> tuple[Any, ...]:
         token = sessions.put(session, token)  # the tab's state is this token; the store holds the rest
         value, colors = service.annotated_value(session)
         count = len(session.detections)
         status = f"**{count}** instance{'s' * (count != 1)} · {1000 * (time.perf_counter() - started):.0f} ms"
         if note:
             status += f" · {note}"
-        if session.models:
-            status += f" · {service.precision_note(session.models)}"
+        if session.dropped_empty:
+            status += f" · {session.dropped_empty} empty (zero-area) left out"
+        if session.edits:
+            status += " · edited"
         if session.untrained:
             status = f"⚠️ untrained model, meaningless output · {status}"
+        if session.models:
+            status += f"  \n{service.models_note(session)}"
         choices = service.instance_choices(session.detections)
-        keep = isinstance(selected, int) and 0 <= selected < len(choices)  # a slider keeps the pick
+        keep = isinstance(selected, int) and 0 <= selected < len(choices)
+        pick = selected if keep else (choices[0][1] if choices else None)
+        offer = session.candidates
+        scores = offer.scores if offer else ()
+        candidate_choices = [f"{i + 1} (IoU {score:.2f})" for i, score in enumerate(scores)]
+        classes = list(session.classes)
         return (
             token,
             status,
             gr.AnnotatedImage(value=value, color_map=colors),
-            service.overlay_preview(session),
+            service.overlay_preview(session, pick),
             service.table_rows(session.detections),
             gr.Button(interactive=True),  # "Prepare download": the zip is built only when asked for
             gr.DownloadButton(value=None, interactive=False),  # an older zip no longer matches
             service.result_json(session),
-            gr.Dropdown(choices=choices, value=selected if keep else (choices[0][1] if choices else None)),
+            gr.Dropdown(choices=choices, value=pick),
+            gr.Dropdown(choices=classes, value=classes[0]) if new else gr.skip(),  # keep the user's class
+            gr.Radio(choices=candidate_choices, value=candidate_choices[offer.chosen] if offer else None,
+                     visible=bool(offer)),
+            gr.Button(interactive=bool(session.undo)),
+            gr.Button(interactive=bool(session.redo)),
         )
 
     def stored(token: str | None, what: str) -> Session:
@@ -225,8 +203,19 @@ def build_demo(
     def bundle(token: str | None) -> Any:
         session = stored(token, "run a prompt first: there is nothing to download yet")
         folder = Path(tempfile.mkdtemp(prefix="gsam-", dir=upload_dir))
-        path = service.write_bundle(session, annotate(session.image, session.detections), folder)
+        path = service.write_bundle(session, service.full_overlay(session), folder)
         return gr.DownloadButton(value=str(path), interactive=True)
+
+    @_errors_for_users
+    def check_upload(image: Any) -> tuple[Any, str]:
+        if image is None:
+            return gr.skip(), ""
+        try:
+            width, height = service.check_upload(image, upload_dir=upload_dir, max_bytes=max_file_size,
+                                                 max_pixels=(known.max_pixels if known else 40_000_000))
+        except ValueError as exc:
+            return None, f"⚠️ upload refused: {html.escape(str(exc), quote=False)}"
+        return gr.skip(), f"image {width}×{height} ready: type a prompt and press Run"
 
     @_errors_for_users
     @gpu
@@ -234,7 +223,9 @@ def build_demo(
             preset: str, max_detections: float, multimask: bool, state_token: str | None) -> tuple[Any, ...]:
         started = time.perf_counter()
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        return render(new_session(image, prompt, preset, opts), started, token=state_token)
+        rendered = render(new_session(image, prompt, preset, opts), started, token=state_token, new=True,
+                          note=_discarded(sessions, state_token))
+        return (*rendered, gr.Dropdown(choices=provider.choices()))  # the picker shows what is loaded now
 
     @_errors_for_users
     @gpu
@@ -244,26 +235,115 @@ def build_demo(
             return tuple(gr.skip() for _ in outputs)
         started = time.perf_counter()
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        session = service.refilter(provider, sessions.get(token), opts)
-        return render(session, started, token=token, note="re-filtered from cache", selected=selected)
+        session = sessions.get(token)
+        if session.options == opts:  # e.g. a slider moved and back: nothing to redo
+            return tuple(gr.skip() for _ in outputs)
+        session = service.refilter(provider, session, opts)
+        note = "re-filtered from cache" + (", edits kept" if session.edits else "")
+        return render(session, started, token=token, note=note, selected=selected)
+
+    def loading(preset_name: str) -> str:
+        if provider.is_loaded(preset_name):
+            return f"switching to preset **{html.escape(preset_name)}**…"
+        return f"⏳ loading preset **{html.escape(preset_name)}** (first use: its weights are read now)…"
 
     @_errors_for_users
     @gpu
-    def click(token: str | None, index: int | None, mode: str, evt: gr.SelectData) -> tuple[Any, ...]:
-        session = stored(token, "run a prompt first, then click on the overlay to refine an instance")
+    def switch_preset(preset_name: str, image: Any, prompt: str, box_threshold: float, text_threshold: float,
+                      nms_iou: float, max_detections: float, multimask: bool,
+                      token: str | None) -> tuple[Any, ...]:
         started = time.perf_counter()
+        try:
+            pipeline = provider.get(preset_name)
+        except service.PresetUnavailableError:
+            fallback = sessions.get(token).preset if token is not None else provider.default
+            status = f"⚠️ preset {html.escape(preset_name)} is {html.escape(provider.state(preset_name))}"
+            return (gr.Dropdown(choices=provider.choices(), value=fallback), status,
+                    *(gr.skip() for _ in outputs[1:]))
+        picker = gr.Dropdown(choices=provider.choices(), value=preset_name)
+        if token is None or image is None or not (prompt or "").strip():
+            note = f"preset {html.escape(preset_name)} loaded: {service.precision_note(pipeline.describe())}"
+            return (picker, note, *(gr.skip() for _ in outputs[1:]))
+        opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
+        note = f"re-run with preset {html.escape(preset_name)}{_discarded(sessions, token, ' · ')}"
+        rendered = render(new_session(image, prompt, preset_name, opts), started, token=token, note=note,
+                          new=True)
+        return (picker, *rendered[1:])
+
+    def edit(action: Callable[[Session], Session], token: str | None, note: str | Callable[[Session], str],
+             selected: Any = None) -> tuple[Any, ...]:
+        session = stored(token, "run a prompt first, then correct its result")
+        started = time.perf_counter()
+        session = action(session)
+        note = note(session) if callable(note) else note
+        return render(session, started, token=token, note=note, selected=selected)
+
+    def steps(session: Session) -> str:
+        return f"{len(session.undo)} to undo, {len(session.redo)} to redo"
+
+    @_errors_for_users
+    @gpu
+    def click(token: str | None, index: int | None, tool: str, class_name: str | None,
+              evt: gr.SelectData) -> tuple[Any, ...]:
+        session = stored(token, "run a prompt first, then click on the overlay to correct it")
         scale = service.preview_scale(session.image_size)  # the overlay is shown at preview size
         x, y = (v / scale for v in evt.index)
-        positive = mode == _CLICK_MODES[0]
-        session = service.add_click(provider, session, index=index, x=x, y=y, positive=positive)
-        return render(session, started, token=token, note=f"instance #{index} refined")[:-1]
+        name = class_name or (session.classes[0] if session.classes else None)
+        if tool == TOOLS[2]:
+            return edit(lambda s: service.add_point(provider, s, x, y, name), token,
+                        f"added a {html.escape(str(name))} from a click", selected=len(session.detections))
+        if tool == TOOLS[3]:
+            if session.corner is None:
+                return edit(lambda s: service.box_corner(provider, s, x, y, name), token,
+                            "box: now click its opposite corner", selected=index)
+            return edit(lambda s: service.box_corner(provider, s, x, y, name), token,
+                        f"added a {html.escape(str(name))} from a box", selected=len(session.detections))
+        positive = tool != TOOLS[1]
+        return edit(lambda s: service.add_click(provider, s, index=index, x=x, y=y, positive=positive), token,
+                    f"instance #{index} refined", selected=index)
+
+    @_errors_for_users
+    def delete(token: str | None, index: int | None) -> tuple[Any, ...]:
+        return edit(lambda s: service.delete_instance(s, index), token, f"instance #{index} deleted",
+                    selected=index)
+
+    @_errors_for_users
+    def relabel(token: str | None, index: int | None, class_name: str | None) -> tuple[Any, ...]:
+        return edit(lambda s: service.relabel_instance(s, index, class_name), token,
+                    f"instance #{index} is now {html.escape(str(class_name))}", selected=index)
 
     @_errors_for_users
     def reset(token: str | None, index: int | None) -> tuple[Any, ...]:
-        session = stored(token, "nothing to reset: run a prompt first")
-        started = time.perf_counter()
-        return render(service.reset_instance(session, index), started, token=token,
-                      note=f"instance #{index} reset")[:-1]
+        return edit(lambda s: service.reset_instance(s, index), token, f"instance #{index} reset",
+                    selected=index)
+
+    @_errors_for_users
+    def undo(token: str | None, index: int | None) -> tuple[Any, ...]:
+        return edit(service.undo, token, lambda s: f"undone ({steps(s)})", selected=index)
+
+    @_errors_for_users
+    def redo(token: str | None, index: int | None) -> tuple[Any, ...]:
+        return edit(service.redo, token, lambda s: f"redone ({steps(s)})", selected=index)
+
+    @_errors_for_users
+    def candidate(token: str | None, index: int | None, choice: str | None) -> tuple[Any, ...]:
+        if not choice:
+            return tuple(gr.skip() for _ in outputs)
+        number = int(choice.split()[0])
+        return edit(lambda s: service.choose_candidate(s, number - 1), token, f"candidate mask {number} used",
+                    selected=index)
+
+    @_errors_for_users
+    def highlight(token: str | None, index: int | None) -> Any:
+        if token is None:
+            return gr.skip()
+        return service.overlay_preview(sessions.get(token), index)
+
+    @_errors_for_users
+    def pick_from_view(token: str | None, evt: gr.SelectData) -> tuple[Any, Any]:
+        index = int(evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index)
+        overlay = service.overlay_preview(sessions.get(token), index) if token is not None else gr.skip()
+        return index, overlay
 
     @_errors_for_api
     @gpu
@@ -272,8 +352,8 @@ def build_demo(
                     exemplar_boxes: Any = None) -> tuple[Any, dict[str, Any]]:
         """Segment every instance of the prompt's classes: returns the overlay image and the JSON result
         ({"image": {"width", "height"}, "classes", "detections": [{"label", "class_id", "score", "mask_score",
-        "box_xyxy", "area", "mask": COCO RLE}], "untrained", "model"}). Optional exemplar_boxes (SAM 3
-        presets): {"positive": [[x0, y0, x1, y1], ...], "negative": [...]} in pixels of the image."""
+        "box_xyxy", "area", "mask": COCO RLE}], "untrained", "model", "edited"}). Optional exemplar_boxes
+        (SAM 3 presets): {"positive": [[x0, y0, x1, y1], ...], "negative": [...]} in pixels of the image."""
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
         exemplars = parse_exemplars(exemplar_boxes)
         session = new_session(image, prompt, preset, opts, exemplars)  # not stored: an API call is stateless
@@ -284,45 +364,47 @@ def build_demo(
                                         defaults.nms_iou, provider.default, defaults.max_detections,
                                         defaults.multimask, None])
     untrained = known is not None and known.untrained
+    several = len(provider.names) > 1
     with gr.Blocks(title="Grounded SAM", delete_cache=(600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(_INTRO)
         gr.Markdown(UNTRAINED_WARNING, visible=untrained, elem_id="untrained-warning")
         state = gr.State(None, time_to_live=session_ttl_s)
-        with gr.Row():
-            with gr.Column(scale=2, min_width=320):
+        with gr.Row(elem_id="main-row"):
+            with gr.Column(scale=2, min_width=320, elem_id="inputs-col"):
+                example_slot = gr.Column(elem_id="examples-col")
                 # type="filepath" + image_mode=None: gradio never decodes pixels; load_image does,
                 # after its header pixel check (the events below take the raw payload: preprocess=False).
                 image = gr.Image(label="Image", type="filepath", image_mode=None, elem_id="input-image",
-                                 sources=["upload", "clipboard", "webcam"], height=360)
-                prompt = gr.Textbox(label="Prompt", placeholder="dog. frisbee. person", max_length=2000,
-                                    elem_id="prompt", info="Class names separated by '.' or ','; Enter runs.")
+                                 sources=["upload", "clipboard", "webcam"], height=320)
+                prompt = gr.Textbox(label="Prompt", placeholder="dog. frisbee. person",
+                                    max_length=service.MAX_PROMPT_CHARS, elem_id="prompt", max_lines=6,
+                                    info="Class names separated by '.', ',', ';' or new lines; Enter runs.")
+                gr.HTML(f"0 / {service.MAX_PROMPT_CHARS} characters", elem_id="prompt-counter")
                 run_button = gr.Button("Run", variant="primary", elem_id="run")
-                box = gr.Slider(0, 1, value=defaults.box_threshold, step=0.01, label="Box threshold",
-                                elem_id="box-threshold")
-                text = gr.Slider(0, 1, value=defaults.text_threshold, step=0.01, label="Text threshold",
-                                 elem_id="text-threshold")
-                nms = gr.Slider(0, 1, value=defaults.nms_iou, step=0.01, label="NMS IoU (1 = off)",
-                                elem_id="nms-iou")
-                with gr.Accordion("Advanced", open=False):
-                    several = len(provider.names) > 1
-                    preset = gr.Dropdown(provider.names, value=provider.default, label="Preset",
-                                         interactive=several, info=_PRESET_INFO if several else None)
-                    max_det = gr.Slider(1, service.MAX_DETECTIONS_LIMIT, value=defaults.max_detections,
-                                        step=1, label="Max detections")
-                    multimask = gr.Checkbox(value=defaults.multimask, label="Multimask (best of 3 SAM masks)")
-            with gr.Column(scale=3, min_width=320):
+            with gr.Column(scale=3, min_width=320, elem_id="results-col"):
                 status = gr.Markdown(elem_id="status")
-                annotated = gr.AnnotatedImage(label="Instances (click a legend entry to highlight it)",
-                                              elem_id="instances", height=420)
-                overlay = gr.Image(label="Overlay: click to refine the selected instance", interactive=False,
-                                   format="webp", elem_id="overlay", height=420)
-                with gr.Row():
-                    instance = gr.Dropdown([], label="Instance to refine", elem_id="instance")
-                    mode = gr.Radio(_CLICK_MODES, value=_CLICK_MODES[0], label="A click")
+                overlay = gr.Image(label="Overlay: click to refine or add (see the tool below)",
+                                   interactive=False, format="webp", elem_id="overlay", height=420)
+                with gr.Row(elem_id="edit-row"):
+                    instance = gr.Dropdown([], label="Instance", elem_id="instance", min_width=160)
+                    tool = gr.Radio(TOOLS, value=TOOLS[0], label="A click on the overlay", elem_id="tool",
+                                    min_width=240)
+                    edit_class = gr.Dropdown([], label="Class (add / relabel)", elem_id="edit-class",
+                                             min_width=140)
+                candidates = gr.Radio([], label="SAM's candidate masks for the added object", visible=False,
+                                      elem_id="candidates")
+                with gr.Row(elem_id="edit-buttons"):
+                    relabel_button = gr.Button("Set class", size="sm", elem_id="relabel")
+                    delete_button = gr.Button("Delete", size="sm", elem_id="delete", variant="stop")
                     reset_button = gr.Button("Reset instance", size="sm", elem_id="reset")
+                    undo_button = gr.Button("↶ Undo", size="sm", elem_id="undo", interactive=False)
+                    redo_button = gr.Button("↷ Redo", size="sm", elem_id="redo", interactive=False)
+                gr.Markdown(SHORTCUTS_MARKDOWN, elem_id="shortcuts")
+                annotated = gr.AnnotatedImage(elem_id="instances", height=460,
+                                              label="Instances (numbered as in the table; click to select)")
                 table = gr.Dataframe(headers=service.TABLE_HEADERS, label="Detections", interactive=False,
                                      datatype=["number", "str", "number", "number", "str", "number"],
-                                     elem_id="detections")
+                                     elem_id="detections", wrap=False)
                 with gr.Row():
                     prepare = gr.Button("Prepare download (.zip): COCO JSON, mask PNGs, overlay",
                                         interactive=False, elem_id="prepare-download", size="sm")
@@ -330,30 +412,60 @@ def build_demo(
                                                  size="sm")
                 with gr.Accordion("JSON result", open=False):
                     result = gr.JSON(label="Result")
+            with gr.Column(scale=2, min_width=320, elem_id="controls-col"):
+                preset = gr.Dropdown(provider.choices(), value=provider.default, label="Models (preset)",
+                                     interactive=several, elem_id="preset",
+                                     info=_preset_info(provider, untrained))
+                box = gr.Slider(0, 1, value=defaults.box_threshold, step=0.01, label="Box threshold",
+                                elem_id="box-threshold")
+                text = gr.Slider(0, 1, value=defaults.text_threshold, step=0.01, label="Text threshold",
+                                 elem_id="text-threshold")
+                nms = gr.Slider(0, 1, value=defaults.nms_iou, step=0.01, label="NMS IoU (1 = off)",
+                                elem_id="nms-iou")
+                with gr.Accordion("Advanced", open=False):
+                    max_det = gr.Slider(1, service.MAX_DETECTIONS_LIMIT, value=defaults.max_detections,
+                                        step=1, label="Max detections", elem_id="max-detections")
+                    multimask = gr.Checkbox(value=defaults.multimask, elem_id="multimask",
+                                            label="Multimask (best of 3 SAM masks)")
         if examples:
-            gr.Examples(write_examples(Path(tempfile.gettempdir()) / "grounded-sam-examples"),
-                        inputs=[image, prompt], cache_examples=False, api_visibility="private")
+            with example_slot:
+                pairs = write_examples(Path(tempfile.gettempdir()) / "grounded-sam-examples")
+                gr.Examples(pairs, inputs=[image, prompt], cache_examples=False, api_visibility="private",
+                            label="Examples (click one, then Run)", elem_id="examples",
+                            example_labels=[f"{Path(path).stem}: {words}" for path, words in pairs])
         # API-only endpoint: hidden trigger and outputs, so /segment returns exactly (overlay, JSON).
         api_trigger = gr.Button(visible=False)
         api_overlay = gr.Image(label="overlay", format="png", visible=False)
         api_result = gr.JSON(label="result", visible=False)
         api_exemplars = gr.JSON(None, label="exemplar_boxes", visible=False)
 
-        outputs = [state, status, annotated, overlay, table, prepare, download, result, instance]
+        outputs = [state, status, annotated, overlay, table, prepare, download, result, instance, edit_class,
+                   candidates, undo_button, redo_button]
         model_event = {"concurrency_id": "pipeline", "concurrency_limit": concurrency}
+        private = {"api_visibility": "private"}
         run_inputs = [image, prompt, box, text, nms, preset, max_det, multimask]
+        image.upload(check_upload, [image], [image, status], preprocess=False, **private)
+        prompt.change(None, [prompt], None, js=counter_js(service.MAX_PROMPT_CHARS), queue=False, **private)
         for trigger in (run_button.click, prompt.submit):
-            trigger(run, [*run_inputs, state], outputs, preprocess=False, api_visibility="private",
-                    **model_event)
+            trigger(run, [*run_inputs, state], [*outputs, preset], preprocess=False, **private, **model_event)
+        # .change, not .input: the sliders' reset (↺) buttons and keyboard steps re-filter too.
         for control in (box, text, nms, max_det, multimask):
-            control.input(refilter, [state, box, text, nms, max_det, multimask, instance], outputs,
-                          trigger_mode="always_last", show_progress="hidden", api_visibility="private",
-                          **model_event)
-        overlay.select(click, [state, instance, mode], outputs[:-1], api_visibility="private", **model_event)
-        reset_button.click(reset, [state, instance], outputs[:-1], api_visibility="private", **model_event)
-        annotated.select(_pick_instance, None, instance, api_visibility="private", queue=False)
-        table.select(_pick_row, None, instance, api_visibility="private", queue=False)
-        prepare.click(bundle, [state], [download], api_visibility="private")
+            control.change(refilter, [state, box, text, nms, max_det, multimask, instance], outputs,
+                           trigger_mode="always_last", show_progress="hidden", **private, **model_event)
+        preset.input(loading, [preset], [status], queue=False, **private).then(
+            switch_preset, [preset, image, prompt, box, text, nms, max_det, multimask, state],
+            [preset, *outputs[1:]], preprocess=False, **private, **model_event)
+        overlay.select(click, [state, instance, tool, edit_class], outputs, **private, **model_event)
+        delete_button.click(delete, [state, instance], outputs, **private, **model_event)
+        relabel_button.click(relabel, [state, instance, edit_class], outputs, **private, **model_event)
+        reset_button.click(reset, [state, instance], outputs, **private, **model_event)
+        undo_button.click(undo, [state, instance], outputs, **private, **model_event)
+        redo_button.click(redo, [state, instance], outputs, **private, **model_event)
+        candidates.input(candidate, [state, instance, candidates], outputs, **private, **model_event)
+        instance.input(highlight, [state, instance], [overlay], **private, **model_event)
+        annotated.select(pick_from_view, [state], [instance, overlay], **private, **model_event)
+        table.select(pick_from_view, [state], [instance, overlay], **private, **model_event)
+        prepare.click(bundle, [state], [download], **private)
         api_trigger.click(segment_api, [*run_inputs, api_exemplars], [api_overlay, api_result],
                           api_name="segment",
                           preprocess=False, **model_event)
@@ -361,12 +473,22 @@ def build_demo(
     return demo
 
 
-def _pick_instance(evt: gr.SelectData) -> int:
-    return int(evt.index)
+def _discarded(sessions: SessionStore, token: str | None, prefix: str = "") -> str:
+    """A note when a new run replaces a result the user had corrected (its edits are not carried over)."""
+    try:
+        old = sessions.get(token) if token is not None else None
+    except ValueError:  # expired: nothing to report
+        return ""
+    if old is None or not old.edits:
+        return ""
+    return f"{prefix}a new run starts afresh: the previous result's edits were discarded"
 
 
-def _pick_row(evt: gr.SelectData) -> int:
-    return int(evt.index[0])
+def _preset_info(provider: PipelineProvider, untrained: bool) -> str:
+    if len(provider.names) == 1:
+        return "This server offers one preset (start it with another --config to change models)."
+    known = "tiny-random-b: the untrained tiny models, another seed. " if untrained else _PRESET_INFO + ". "
+    return known + "A preset loads on first use; its label says whether it is loaded or unavailable."
 
 
 def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
@@ -377,53 +499,10 @@ def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 
     extra file routes (no ``allowed_paths``), and at most ``max_sessions`` sessions' state kept
     (gradio keeps each session's component values; the least recently used are dropped)."""
     body_limit = Middleware(BodyLimitMiddleware, max_bytes=body_limit_for(max_file_size))
-    return demo.launch(server_name=host, server_port=port, share=share, show_error=False,
+    return demo.launch(css=CSS, head=HEAD, server_name=host, server_port=port, share=share, show_error=False,
                        max_file_size=max_file_size, prevent_thread_lock=prevent_thread_lock,
                        state_session_capacity=max_sessions, footer_links=["api"], quiet=prevent_thread_lock,
                        app_kwargs={"middleware": [body_limit]})
-
-
-def _env(*names: str, default: str | None = None) -> str | None:
-    return next((os.environ[name] for name in names if os.environ.get(name)), default)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Grounded SAM web app (Gradio).")
-    parser.add_argument("--config", default=_env("GSAM_CONFIG", default="default"),
-                        help="preset (default, quality, tiny-random) or YAML path [GSAM_CONFIG]")
-    parser.add_argument("--detector", default=_env("GSAM_DETECTOR"),
-                        help="replace the config's detector: a preset (mm-grounding-dino-tiny, llmdet-tiny, "
-                             "...), Hub id, folder or IDEA .pth [GSAM_DETECTOR]")
-    parser.add_argument("--host", default=_env("GSAM_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),
-                        help="bind address; 0.0.0.0 to serve the network [GSAM_HOST, GRADIO_SERVER_NAME]")
-    parser.add_argument("--port", type=int,
-                        default=int(_env("GSAM_PORT", "GRADIO_SERVER_PORT", default="7860")),
-                        help="port [GSAM_PORT, GRADIO_SERVER_PORT]")
-    parser.add_argument("--share", action="store_true",
-                        default=_env("GSAM_SHARE", default="0").lower() in ("1", "true", "yes"),
-                        help="create a public gradio.live link [GSAM_SHARE=1]")
-    parser.add_argument("--device", default=_env("GSAM_DEVICE"),
-                        help="cpu, cuda, mps (default: auto) [GSAM_DEVICE]")
-    parser.add_argument("--queue-size", type=int, default=int(_env("GSAM_QUEUE_SIZE", default="16")),
-                        help="max waiting requests [GSAM_QUEUE_SIZE]")
-    parser.add_argument("--concurrency", type=int, default=int(_env("GSAM_CONCURRENCY", default="1")),
-                        help="model events running at once [GSAM_CONCURRENCY]")
-    parser.add_argument("--max-sessions", type=int, default=int(_env("GSAM_MAX_SESSIONS", default="256")),
-                        help="sessions whose state is kept (LRU) [GSAM_MAX_SESSIONS]")
-    parser.add_argument("--request-memory-mb", type=float,
-                        default=float(_env("GSAM_REQUEST_MEMORY", default="2048")),
-                        help="largest projected memory of one request [GSAM_REQUEST_MEMORY]")
-    parser.add_argument("--tune-allocator", action="store_true",
-                        default=_env("GSAM_TUNE_ALLOCATOR", default="0").lower() in ("1", "true", "yes"),
-                        help="keep freed activation memory for reuse: faster, but the process holds its "
-                             "peak heap [GSAM_TUNE_ALLOCATOR=1]")
-    parser.add_argument("--session-memory-mb", type=float,
-                        default=float(_env("GSAM_SESSION_MEMORY", default="1024")),
-                        help="all tabs' kept results together (LRU) [GSAM_SESSION_MEMORY]")
-    parser.add_argument("--max-file-size-mb", type=float,
-                        default=float(_env("GSAM_MAX_FILE_SIZE", default="25")),
-                        help="largest accepted image file in MB [GSAM_MAX_FILE_SIZE]")
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -221,6 +221,16 @@ PIPELINE_PRESETS: dict[str, PipelineConfig] = {
         cache_bytes=64 * 1024 * 1024,
         dtype="float32",  # tests compare against float32 references on any machine
     ),
+    # The same tiny architectures from another seed: a second untrained model for the page's model
+    # picker (its tests switch between two models offline).
+    "tiny-random-b": PipelineConfig(
+        name="tiny-random-b",
+        detector=DETECTOR_PRESETS[TINY_RANDOM],
+        sam=SAM_PRESETS[TINY_RANDOM],
+        cache_bytes=64 * 1024 * 1024,
+        dtype="float32",
+        seed=1,
+    ),
 }
 
 # configs/ at the repository root in a source checkout; grounded/configs/ inside an installed wheel.

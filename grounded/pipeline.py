@@ -317,6 +317,49 @@ class GroundedSAM:
         refined.data["mask_score"][index] = float(scores[0, 0])
         return refined
 
+    def segment_prompt(
+        self,
+        image: Any,
+        *,
+        points_xy: np.ndarray | Sequence[Sequence[float]] | None = None,
+        point_labels: np.ndarray | Sequence[int] | None = None,
+        box_xyxy: np.ndarray | Sequence[float] | None = None,
+        multimask: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """SAM masks for ONE prompt (clicks and/or a box), decoded from the cached image embedding.
+
+        ``points_xy`` is K x 2 and ``box_xyxy`` 4 values, absolute pixels of the original image;
+        ``point_labels`` is K with 1 = foreground, 0 = background. Returns (masks C x H x W bool,
+        scores C float32), C = 3 candidates sorted by SAM's predicted IoU (best first) with
+        ``multimask``, else 1. The page's "add a missed object" and its candidate picker use this.
+        """
+        if points_xy is None and box_xyxy is None:
+            raise ValueError("segment_prompt needs points, a box or both")
+        rgb = load_image(image, max_pixels=self.config.max_pixels)
+        height, width = rgb.shape[:2]
+        embedding = self._embedding(rgb, image_content_hash(rgb))
+        with self._sam_lock:
+            self._predictor.set_embedding(embedding)
+            transform, device = self._predictor.transform, self._predictor.device
+            coords = labels = boxes = None
+            if points_xy is not None:
+                points = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)  # K x 2
+                values = np.asarray(point_labels if point_labels is not None else np.ones(len(points)),
+                                    dtype=np.int64).reshape(-1)  # K
+                if len(points) != len(values):
+                    raise ValueError(f"got {len(points)} points but {len(values)} point labels")
+                coords = transform.apply_coords_torch(torch.as_tensor(points, device=device),
+                                                      (height, width))[None]  # 1 x K x 2
+                labels = torch.as_tensor(values, device=device)[None]  # 1 x K
+            if box_xyxy is not None:
+                box = np.asarray(box_xyxy, dtype=np.float32).reshape(1, 4)
+                boxes = transform.apply_boxes_torch(torch.as_tensor(box, device=device), (height, width))
+            masks, scores, _ = self._predictor.predict_torch(coords, labels, boxes=boxes,
+                                                             multimask_output=multimask)
+            self.stats.sam_decoder_calls += 1
+        order = torch.argsort(scores[0].float(), descending=True)  # C, best first
+        return masks[0, order].cpu().numpy(), scores[0, order].float().cpu().numpy()
+
     def clear_cache(self) -> None:
         self._cache.clear()
 

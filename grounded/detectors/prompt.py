@@ -21,8 +21,8 @@ import torch
 
 __all__ = ["TokenizedCaption", "build_caption", "parse_prompt", "tokenize_classes"]
 
-# "." and "," both separate classes; users type either ("cat. dog", "cat, dog").
-_SEPARATORS = re.compile(r"[.,]")
+# ".", ",", ";" and line breaks separate classes; users type any ("cat. dog", "cat, dog", one per line).
+_SEPARATORS = re.compile(r"[.,;\r\n]")
 _WHITESPACE = re.compile(r"\s+")
 # Tokens added around the caption: [CLS] ... [SEP].
 _N_SPECIAL = 2
@@ -39,6 +39,7 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
     Returns:
         Class names: NFC-normalised, trimmed, lowercased, inner whitespace collapsed to one space,
         duplicates removed keeping the first occurrence. ``["cat", "dog"]`` for every example above.
+        Pieces with no letter or digit (``"?!"``, ``"-"``) name no class and are left out.
 
     Raises:
         ValueError: the prompt holds no class name, or a sequence item is not a ``str``.
@@ -57,14 +58,24 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
     for piece in pieces:
         for name in _SEPARATORS.split(unicodedata.normalize("NFC", piece)):
             name = _WHITESPACE.sub(" ", name).strip().lower()
-            if name and name not in classes:
+            if name and name not in classes and any(ch.isalnum() for ch in name):
                 classes.append(name)
+    if not classes and any(not ch.isspace() and ch not in ".,;" for piece in pieces for ch in piece):
+        raise ValueError(
+            f"prompt {_shorten(prompt)!r} has no letters or digits, so it names no class; give class names "
+            "separated by '.', ',' or new lines, e.g. 'cat. dog'"
+        )
     if not classes:
         raise ValueError(
-            f"prompt is empty: {prompt!r} names no class; give class names separated by '.' or ',', "
-            "e.g. 'cat. dog'"
+            f"prompt is empty: {prompt!r} names no class; give class names separated by '.', ',', ';' or "
+            "new lines, e.g. 'cat. dog'"
         )
     return classes
+
+
+def _shorten(prompt: str | Sequence[str], limit: int = 60) -> str:
+    text = prompt if isinstance(prompt, str) else " | ".join(prompt)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def build_caption(classes: Sequence[str]) -> str:

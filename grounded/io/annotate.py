@@ -31,13 +31,15 @@ def detection_labels(detections: sv.Detections) -> list[str]:
     return [f"{name} {score:.2f}" for name, score in zip(names, detections.confidence.tolist(), strict=True)]
 
 
-def annotate(image: np.ndarray, detections: sv.Detections, *, opacity: float = 0.5) -> np.ndarray:
+def annotate(image: np.ndarray, detections: sv.Detections, *, opacity: float = 0.5,
+             labels: list[str] | None = None) -> np.ndarray:
     """Overlay masks (if any), boxes and labels; returns a new H x W x 3 uint8 RGB image.
 
     Args:
         image: H x W x 3 uint8 RGB, never modified.
         detections: xyxy in absolute pixels of ``image``; optional N x H x W bool ``mask``.
         opacity: mask opacity in [0, 1].
+        labels: one text per detection (default :func:`detection_labels`: ``"dog 0.87"``).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"annotate expects an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}; "
@@ -62,5 +64,6 @@ def annotate(image: np.ndarray, detections: sv.Detections, *, opacity: float = 0
         scene, detections)
     labeler = sv.LabelAnnotator(color=_PALETTE, text_scale=text_scale, text_thickness=max(1, thickness // 2),
                                 text_padding=2 + 2 * thickness, color_lookup=lookup, smart_position=True)
-    scene = labeler.annotate(scene, detections, labels=detection_labels(detections))
+    labels = detection_labels(detections) if labels is None else labels
+    scene = labeler.annotate(scene, detections, labels=labels)
     return np.ascontiguousarray(scene[:, :, ::-1])  # BGR -> RGB

@@ -2,14 +2,15 @@
 
 ``app.py`` only wires components to these functions. One browser session goes:
 
-1. :func:`segment` decodes the upload (pixel limit checked from the header, before decoding), runs
-   the pipeline and keeps everything in a :class:`Session` (held per tab in ``gr.State``).
+1. :func:`check_upload` refuses a file that is not an image as soon as it is uploaded;
+   :func:`segment` decodes it (pixel limit checked from the header, before decoding), runs the
+   pipeline and keeps everything in a :class:`Session` (held per tab by ``sessions.SessionStore``).
 2. :func:`refilter` applies new thresholds to the same image and prompt; the pipeline's caches make
-   it model-free (no detector or SAM encoder run).
-3. :func:`add_click` / :func:`reset_instance`: click-to-refine one instance from the cached embedding.
-4. Views of a session: :func:`result_json` (the shared JSON schema), :func:`table_rows`,
-   :func:`annotated_value` (``gr.AnnotatedImage``), :func:`overlay_with_clicks` and
-   :func:`write_bundle` (the zip download).
+   it model-free, and the user's corrections are re-applied (``grounded.web.edits``).
+3. Corrections (``grounded.web.corrections``): add by box or point, delete, relabel, refine with
+   clicks, choose among SAM's candidates, reset, undo, redo, all from the cached image embedding.
+4. Views of a session (``grounded.web.views``, ``grounded.web.bundle``): :func:`result_json`,
+   :func:`table_rows`, :func:`annotated_value`, :func:`overlay_preview` and :func:`write_bundle`.
 
 Every user mistake raises ``ValueError`` with a message that says what to do; the app shows it.
 """
@@ -18,47 +19,70 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
-import json
 import logging
 import math
 import os
-import tempfile
 import threading
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import supervision as sv
-from PIL import Image
 
 from grounded.config import PIPELINE_PRESETS, PipelineConfig, load_config
 from grounded.detectors.base import ExemplarBoxes
-from grounded.io.annotate import annotate, class_color, detection_labels
-from grounded.io.export import CocoBuilder, detections_to_dict, save_mask_png
-from grounded.io.files import label_slug
 from grounded.io.images import load_image
-from grounded.masks import replace_mask
 from grounded.pipeline import GroundedSAM
 from grounded.web.budget import check_request
-from grounded.web.sessions import Click, Session
+from grounded.web.bundle import write_bundle
+from grounded.web.corrections import (
+    add_box,
+    add_click,
+    add_point,
+    box_corner,
+    choose_candidate,
+    delete_instance,
+    reapply,
+    redo,
+    relabel_instance,
+    reset_instance,
+    undo,
+)
+from grounded.web.edits import Click, predicted_keys
+from grounded.web.sessions import Session
+from grounded.web.views import (
+    TABLE_HEADERS,
+    UNTRAINED_NOTE,
+    annotated_value,
+    full_overlay,
+    instance_choices,
+    models_note,
+    overlay_preview,
+    overlay_with_clicks,
+    precision_fields,
+    precision_note,
+    preview_scale,
+    result_json,
+    table_rows,
+    to_preview,
+)
 from sam_core.hub import HubAccessDenied
 
 __all__ = [
-    "MAX_DETECTIONS_LIMIT", "TABLE_HEADERS", "Click", "PipelineProvider", "PresetUnavailableError",
-    "SegmentOptions", "Session", "parse_bool",
-    "add_click", "annotated_value", "image_name_of", "instance_choices", "overlay_with_clicks", "refilter",
-    "reset_instance", "resolve_image", "result_json", "segment", "table_rows", "write_bundle",
+    "MAX_DETECTIONS_LIMIT", "MAX_PROMPT_CHARS", "TABLE_HEADERS", "UNTRAINED_NOTE", "Click",
+    "PipelineProvider", "PresetUnavailableError", "SegmentOptions", "Session", "parse_bool",
+    "add_box", "add_click", "add_point", "annotated_value", "box_corner", "check_upload", "choose_candidate",
+    "delete_instance", "drop_empty", "full_overlay", "image_name_of", "instance_choices", "models_note",
+    "overlay_preview",
+    "overlay_with_clicks", "precision_fields", "precision_note", "preview_scale", "redo", "refilter",
+    "relabel_instance", "reset_instance", "resolve_image", "result_json", "segment", "table_rows",
+    "to_preview", "undo", "write_bundle",
 ]
 
 _LOG = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 2000
-TABLE_HEADERS = ["#", "label", "detector score", "mask score", "box (x0, y0, x1, y1)", "area (px)"]
-UNTRAINED_NOTE = "UNTRAINED tiny-random model: boxes and masks are meaningless (tests and smoke runs only)"
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -189,6 +213,7 @@ class PipelineProvider:
         self._builders = dict(builders)
         self._configs = dict(configs or {})
         self._loaded: dict[str, GroundedSAM] = {}
+        self._failed: dict[str, str] = {}  # preset -> one line on why it could not be loaded
         self._locks = {name: threading.Lock() for name in self._builders}
         self.default = default if default is not None else next(iter(self._builders))
         if self.default not in self._builders:
@@ -207,12 +232,12 @@ class PipelineProvider:
                     **overrides: Any) -> PipelineProvider:
         """The given config (the default choice) plus every other real pipeline preset (``fast``:
         MobileSAM, ``hq``: SAM-HQ, ``quality``: DINO-B + ViT-H, ...), each loaded on first use. An
-        untrained config is offered alone. ``overrides`` (device, dtype, ...) go to all."""
+        untrained config is offered with the other untrained presets only (``tiny-random-b``), never
+        beside real models. ``overrides`` (device, dtype, ...) go to all."""
         base = load_config(config)
         configs = {base.name: base}
-        if not base.untrained:
-            configs.update({name: cfg for name, cfg in PIPELINE_PRESETS.items()
-                            if not cfg.untrained and name != base.name})
+        configs.update({name: cfg for name, cfg in PIPELINE_PRESETS.items()
+                        if cfg.untrained == base.untrained and name != base.name})
         builders = {name: _builder(cfg, overrides) for name, cfg in configs.items()}
         return cls(builders, configs=configs, default=base.name)
 
@@ -224,6 +249,28 @@ class PipelineProvider:
         """The preset's config if known without building it (``None`` for opaque builders)."""
         return self._loaded[name].config if name in self._loaded else self._configs.get(name)
 
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    def state(self, name: str) -> str:
+        """``"loaded"``, ``"loads on first use"`` or ``"unavailable: <why, in one line>"``."""
+        if name in self._loaded:
+            return "loaded"
+        if name in self._failed:
+            return f"unavailable: {self._failed[name]}"
+        return "loads on first use"
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, preset) pairs for the model picker: ``"fast · grounding-dino-tiny + SAM vit_t ·
+        loaded"``."""
+        pairs = []
+        for name in self.names:
+            config = self.config(name)
+            models = (f" · {config.detector.model.rsplit('/', 1)[-1]} + SAM {config.sam.model_type}"
+                      if config is not None else "")
+            pairs.append((f"{name}{models} · {self.state(name)}", name))
+        return pairs
+
     def get(self, name: str | None = None) -> GroundedSAM:
         """The pipeline for preset ``name`` (default preset when ``None``), building it once."""
         name = self.default if name is None else name
@@ -233,15 +280,17 @@ class PipelineProvider:
             if name not in self._loaded:
                 try:
                     self._loaded[name] = self._builders[name]()
+                    self._failed.pop(name, None)
                 except Exception as exc:  # the details (paths, hub errors) go to the server log only
                     _LOG.warning("preset %r could not be loaded: %s", name, exc)
+                    self._failed[name] = why_unavailable(exc)
                     denied = _access_denied(exc)
                     if denied is not None:  # gated weights: the one sentence says what to do (no paths)
                         raise PresetUnavailableError(
                             f"preset {name!r} could not be loaded: {denied}") from exc
                     raise PresetUnavailableError(
-                        f"preset {name!r} could not be loaded on this server (its weights are not "
-                        "available); choose another preset or ask the operator") from exc
+                        f"preset {name!r} could not be loaded on this server ({self._failed[name]}); "
+                        "choose another preset or ask the operator") from exc
             return self._loaded[name]
 
 
@@ -257,6 +306,20 @@ def _access_denied(error: BaseException | None) -> str | None:
             return str(error)
         error, seen = error.__cause__ or error.__context__, seen + 1
     return None
+def why_unavailable(exc: BaseException) -> str:
+    """One line for users on why a model failed to load, without paths or server details."""
+    denied = _access_denied(exc)
+    if denied is not None:  # the Hub's gated-model sentence (model page, `hf auth login`)
+        return denied
+    text = f"{type(exc).__name__} {exc} {exc.__cause__ or ''}".lower()
+    if any(word in text for word in ("gated", "401", "403", "unauthorized", "forbidden", "access to model")):
+        return "gated on the Hugging Face Hub: the operator must accept its licence and set HF_TOKEN"
+    if any(word in text for word in ("offline", "not found", "no such file", "localentrynotfound",
+                                     "does not exist", "cannot find", "missing", "connection")):
+        return "weights not on this server (not in its Hugging Face cache, and it cannot download them)"
+    if "memory" in text:
+        return "not enough memory on this server to load it"
+    return "failed to load (details in the server log)"
 
 
 def _builder(config: PipelineConfig, overrides: dict[str, Any]) -> Callable[[], GroundedSAM]:
@@ -268,199 +331,51 @@ def segment(provider: PipelineProvider, image: Any, prompt: str, *, preset: str 
             options: SegmentOptions, image_name: str = "image.png",
             request_bytes: int | None = None, exemplars: ExemplarBoxes | None = None) -> Session:
     """Run the pipeline on ``image`` (path, bytes or array) for ``prompt``; see ``GroundedSAM.predict``.
-    ``exemplars`` (from :func:`parse_exemplars`) go to the detector as example boxes (SAM 3 only)."""
+    ``exemplars`` (from :func:`parse_exemplars`) go to the detector as example boxes (SAM 3 only).
+    Instances whose mask is empty (zero area) are left out and counted in ``dropped_empty``."""
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be text, got {type(prompt).__name__}")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    if preset is not None and preset not in provider.names:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {provider.names}")
+    classes = GroundedSAM.classes_of(prompt)  # ValueError for an empty prompt, before loading or decoding
     pipeline = provider.get(preset)
-    classes = pipeline.classes_of(prompt)  # ValueError for an empty prompt, before decoding
     rgb = load_image(image, max_pixels=pipeline.config.max_pixels)
     if request_bytes is not None:  # admission control, before any model runs
         check_request(rgb.shape[0], rgb.shape[1], int(options.max_detections), request_bytes)
     boxes = {} if exemplars is None else {"positive_boxes": exemplars.boxes[exemplars.labels],
                                           "negative_boxes": exemplars.boxes[~exemplars.labels]}
-    detections = pipeline.predict_compact(rgb, classes, **options.predict_kwargs(), **boxes)  # CompactMask
+    detections, dropped = drop_empty(  # CompactMask
+        pipeline.predict_compact(rgb, classes, **options.predict_kwargs(), **boxes))
     return Session(rgb, image_name, tuple(classes), preset or provider.default, pipeline.config, options,
-                   detections, detections, models=pipeline.describe())
+                   detections, detections, models=pipeline.describe(),
+                   keys=predicted_keys(detections), dropped_empty=dropped)
 
 
 def refilter(provider: PipelineProvider, session: Session, options: SegmentOptions) -> Session:
-    """The same image and prompt with new options; served from the pipeline caches (refinements reset)."""
+    """The same image and prompt with new options, from the pipeline caches; the user's corrections
+    are re-applied to the new prediction (an edited or added instance is kept)."""
     detections = provider.get(session.preset).predict_compact(session.image, list(session.classes),
                                                               **options.predict_kwargs())
-    return dataclasses.replace(session, options=options, predicted=detections, detections=detections,
-                               clicks={})
+    detections, dropped = drop_empty(detections)
+    return reapply(session, detections, options, dropped_empty=dropped)
 
 
-def add_click(provider: PipelineProvider, session: Session, *, index: int, x: float, y: float,
-              positive: bool) -> Session:
-    """Add a click to instance ``index``'s SAM prompt (its box + all its clicks) and re-decode its mask."""
-    _check_index(session, index)
-    height, width = session.image_size
-    if not (0 <= x < width and 0 <= y < height):
-        raise ValueError(f"click ({x:.0f}, {y:.0f}) is outside the {width} x {height} image")
-    clicks = (*session.clicks.get(index, ()), Click(float(x), float(y), bool(positive)))
-    points = np.array([[c.x, c.y] for c in clicks], dtype=np.float32)  # K x 2, xy pixels
-    labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)  # K, 1 = foreground
-    refined = provider.get(session.preset).refine(session.image, session.detections, index, points, labels)
-    return dataclasses.replace(session, detections=refined, clicks={**session.clicks, index: clicks})
+def drop_empty(detections: sv.Detections) -> tuple[sv.Detections, int]:
+    """``detections`` without zero-area masks (e.g. on a 1 x 1 image), and how many were dropped."""
+    if detections.mask is None or len(detections) == 0:
+        return detections, 0
+    keep = np.asarray(detections.mask.area) > 0  # N
+    if keep.all():
+        return detections, 0
+    return detections[keep], int((~keep).sum())
 
 
-def reset_instance(session: Session, index: int) -> Session:
-    """Restore instance ``index``'s predicted mask and forget its clicks."""
-    _check_index(session, index)
-    detections = session.detections[np.arange(len(session.detections))]  # fancy indexing copies
-    detections.mask = replace_mask(detections.mask, index, session.predicted.mask[index])
-    detections.data["mask_score"][index] = session.predicted.data["mask_score"][index]
-    clicks = {k: v for k, v in session.clicks.items() if k != index}
-    return dataclasses.replace(session, detections=detections, clicks=clicks)
-
-
-def _check_index(session: Session, index: Any) -> None:
-    count = len(session.detections)
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
-        raise ValueError(f"pick an instance to refine (0..{count - 1}); got {index!r}" if count
-                         else "there is no instance to refine: run a prompt that finds something first")
-
-
-# ----------------------------------------------------------------------------------------- views
-def result_json(session: Session) -> dict[str, Any]:
-    """``grounded.io.export.detections_to_dict``'s schema plus ``"untrained"`` and ``"model"``."""
-    result = detections_to_dict(session.detections, image_size=session.image_size, classes=session.classes)
-    config = session.config
-    result["untrained"] = config.untrained
-    result["model"] = {"preset": session.preset, "config": config.name, "detector": config.detector.model,
-                       "sam": config.sam.model_type, "sam_checkpoint": config.sam.checkpoint,
-                       **precision_fields(session.models)}
-    return result
-
-
-def precision_fields(models: Mapping[str, Any]) -> dict[str, str | None]:
-    """``device``, ``detector_dtype`` and ``sam_dtype`` from ``GroundedSAM.describe()``."""
-    detector, sam = models.get("detector", {}), models.get("sam", {})
-    return {"device": sam.get("device") or detector.get("device"), "detector_dtype": detector.get("dtype"),
-            "sam_dtype": sam.get("dtype")}
-
-
-def precision_note(models: Mapping[str, Any]) -> str:
-    """``"cpu · detector float32 · SAM bfloat16"``, for the page's status line."""
-    fields = precision_fields(models)
-    if not fields["device"]:
-        return ""
-    return f"{fields['device']} · detector {fields['detector_dtype']} · SAM {fields['sam_dtype']}"
-
-
-def table_rows(detections: sv.Detections) -> list[list[Any]]:
-    """One row per detection, columns as :data:`TABLE_HEADERS` (labels stay plain text)."""
-    names = detections.data.get("class_name", [])
-    mask_scores = detections.data.get("mask_score")
-    areas = detections.mask.sum(axis=(1, 2)).tolist() if detections.mask is not None else [None] * len(names)
-    rows = []
-    for i, (name, score, box, area) in enumerate(
-            zip(names, detections.confidence.tolist(), detections.xyxy.tolist(), areas, strict=True)):
-        mask_score = None if mask_scores is None else round(float(mask_scores[i]), 3)
-        box_text = ", ".join(f"{v:.1f}" for v in box)
-        rows.append([i, str(name), round(score, 3), mask_score, box_text, area])
-    return rows
-
-
-def instance_choices(detections: sv.Detections) -> list[tuple[str, int]]:
-    """``("#0 dog 0.87", 0)`` pairs for the instance picker."""
-    return [(f"#{i} {label}", i) for i, label in enumerate(detection_labels(detections))]
-
-
-AnnotatedValue = tuple[np.ndarray, Iterable[tuple[np.ndarray, str]]]  # (image, (mask, label) one at a time)
-
-# The page shows results at most this large (the full-resolution masks are in the download and the
-# JSON): gradio expands every AnnotatedImage mask to ~50 bytes per pixel while encoding it.
-PREVIEW_MAX_PIXELS = 1_500_000
-
-
-def preview_scale(image_size: tuple[int, int]) -> float:
-    """Factor (<= 1) from original pixels to the page's preview pixels."""
-    height, width = image_size
-    return min(1.0, (PREVIEW_MAX_PIXELS / max(height * width, 1)) ** 0.5)
-
-
-def to_preview(image: np.ndarray, scale: float) -> np.ndarray:
-    """``image`` (H x W x C or H x W) resized by ``scale``: area-averaged; masks use nearest."""
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    if image.dtype == bool:
-        return cv2.resize(image.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).view(bool)
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
-def annotated_value(session: Session) -> tuple[AnnotatedValue, dict[str, str]]:
-    """``gr.AnnotatedImage`` value ``(preview, ((mask, "dog 0.87"), ...))`` and its label -> colour map.
-
-    The masks are produced one at a time (a generator) at preview size, so the page never holds
-    N full-size masks. Colours follow ``grounded.io.annotate.class_color``, as on the overlay.
-    """
-    detections = session.detections
-    labels = detection_labels(detections)
-    colors = {label: class_color(int(cid)) for label, cid in zip(labels, detections.class_id, strict=True)}
-    scale = preview_scale(session.image_size)
-
-    def masks() -> Iterator[tuple[np.ndarray, str]]:
-        for i, label in enumerate(labels):
-            # gradio uses the mask value as alpha: 0.55 keeps the photo visible under each mask
-            yield to_preview(detections.mask[i], scale) * np.float32(0.55), label
-
-    return (to_preview(session.image, scale), masks()), colors
-
-
-def overlay_preview(session: Session) -> np.ndarray:
-    """The overlay (drawn at full resolution, mask by mask) at preview size, with the refine clicks."""
-    scale = preview_scale(session.image_size)
-    overlay = to_preview(annotate(session.image, session.detections), scale)
-    return overlay_with_clicks(overlay, session.clicks, scale=scale)
-
-
-def overlay_with_clicks(overlay: np.ndarray, clicks: Mapping[int, tuple[Click, ...]], *,
-                        scale: float = 1.0) -> np.ndarray:
-    """Draw refine clicks (original-image pixels, times ``scale``) on an H x W x 3 overlay: green discs
-    add, red discs remove (a copy)."""
-    if not any(clicks.values()):
-        return overlay
-    out = np.ascontiguousarray(overlay).copy()
-    radius = max(3, round(min(out.shape[:2]) / 100))
-    for click in (c for group in clicks.values() for c in group):
-        center = (int(round(click.x * scale)), int(round(click.y * scale)))
-        cv2.circle(out, center, radius + 2, (255, 255, 255), thickness=-1, lineType=cv2.LINE_AA)
-        color = (40, 200, 60) if click.positive else (230, 40, 40)
-        cv2.circle(out, center, radius, color, thickness=-1, lineType=cv2.LINE_AA)
-    return out
-
-
-def write_bundle(session: Session, overlay: np.ndarray, folder: str | os.PathLike[str]) -> Path:
-    """Write ``grounded-sam-results.zip`` into ``folder`` and return its path.
-
-    Contents: ``coco.json`` (COCO instances, compressed RLE), ``result.json`` (:func:`result_json`),
-    ``masks/NNN_<label>.png`` (one lossless 0/255 PNG per instance) and ``overlay.png``.
-    """
-    detections = session.detections
-    zip_path = Path(folder) / "grounded-sam-results.zip"
-    with tempfile.TemporaryDirectory(prefix="gsam-bundle-") as tmp:
-        root = Path(tmp)
-        description = "grounded-sam predictions" + (f" ({UNTRAINED_NOTE})" if session.untrained else "")
-        coco = CocoBuilder(description=description)
-        coco.add_categories(session.classes)  # category id = class_id + 1, in prompt order
-        image_id = coco.add_image(session.image_name, session.image_size[1], session.image_size[0])
-        coco.add_detections(image_id, detections)
-        files = [coco.save(root / "coco.json")]
-        (root / "result.json").write_text(json.dumps(result_json(session)), encoding="utf-8")
-        files.append(root / "result.json")
-        names = detections.data.get("class_name", [])
-        for i, name in enumerate(names):
-            mask_path = root / "masks" / f"{i:03d}_{label_slug(name)}.png"
-            files.append(save_mask_png(detections.mask[i], mask_path))
-        Image.fromarray(overlay).save(root / "overlay.png")
-        files.append(root / "overlay.png")
-        with zipfile.ZipFile(zip_path, "w") as bundle:
-            for path in files:  # PNGs are already compressed: store them
-                method = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
-                bundle.write(path, path.relative_to(root).as_posix(), compress_type=method)
-    return zip_path
+def check_upload(payload: Any, *, upload_dir: str | os.PathLike[str], max_bytes: int,
+                 max_pixels: int = 40_000_000) -> tuple[int, int]:
+    """Refuse, at upload, a file that is not an image (a .txt renamed .png, an SVG, a truncated
+    file) or one that is too large, with ``load_image``'s message; returns (width, height)."""
+    source = resolve_image(payload, upload_dir=upload_dir, max_bytes=max_bytes)
+    height, width = load_image(source, max_pixels=max_pixels).shape[:2]
+    return width, height

@@ -14,31 +14,28 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import supervision as sv
 
 from grounded.config import PipelineConfig
 from grounded.masks import CompactMask, compact_nbytes
+from grounded.web.edits import Click, Edits, edits_nbytes
 
-__all__ = ["Click", "Session", "SessionExpiredError", "SessionStore"]
-
-
-class Click(NamedTuple):
-    """One refine click, in absolute pixels of the original image."""
-
-    x: float
-    y: float
-    positive: bool
+__all__ = ["Candidates", "Click", "Session", "SessionExpiredError", "SessionStore"]
 
 
 @dataclass(frozen=True)
 class Session:
-    """Everything one browser tab needs to re-threshold, refine and export without the upload.
+    """Everything one browser tab needs to re-threshold, correct and export without the upload.
 
-    ``predicted`` is the pipeline's output (what Reset restores); ``detections`` is ``predicted``
-    with refined masks. Masks are ``sv.CompactMask`` in the frame of ``image`` (H x W x 3 uint8 RGB).
+    ``predicted`` is the pipeline's output for ``options`` (zero-area instances dropped);
+    ``detections`` is ``predicted`` with the user's ``edits`` applied (``grounded.web.edits``): what
+    every view, the download and the JSON show; ``keys`` names each of its rows. ``undo``/``redo``
+    hold earlier/later edit sets; ``candidates`` SAM's alternative masks for the last point-added
+    instance; ``corner`` the first corner of a box being drawn. Masks are ``sv.CompactMask`` in the
+    frame of ``image`` (H x W x 3 uint8 RGB).
     """
 
     image: np.ndarray
@@ -49,8 +46,14 @@ class Session:
     options: Any  # service.SegmentOptions
     predicted: sv.Detections
     detections: sv.Detections
-    clicks: Mapping[int, tuple[Click, ...]] = field(default_factory=dict)
     models: Mapping[str, Any] = field(default_factory=dict)  # GroundedSAM.describe(): device, dtypes
+    edits: Edits = field(default_factory=Edits)
+    keys: tuple[str, ...] = ()
+    undo: tuple[Edits, ...] = ()
+    redo: tuple[Edits, ...] = ()
+    candidates: Candidates | None = None
+    corner: tuple[float, float] | None = None
+    dropped_empty: int = 0  # zero-area instances the pipeline returned and the session left out
 
     @property
     def untrained(self) -> bool:
@@ -60,8 +63,15 @@ class Session:
     def image_size(self) -> tuple[int, int]:
         return self.image.shape[0], self.image.shape[1]
 
+    @property
+    def clicks(self) -> dict[int, tuple[Click, ...]]:
+        """Refine clicks by row of ``detections`` (rows without clicks left out)."""
+        overrides = self.edits.overrides
+        return {row: overrides[key].clicks for row, key in enumerate(self.keys)
+                if key in overrides and overrides[key].clicks}
+
     def nbytes(self) -> int:
-        """Bytes this session holds: the image, both mask sets (shared when unrefined), the rest."""
+        """Bytes this session holds: the image, the predicted and edited masks, undo steps, the rest."""
         total = self.image.nbytes + 4096 + 64 * len(self.detections)
         masks = [self.predicted.mask, self.detections.mask]
         if masks[0] is masks[1]:
@@ -71,7 +81,20 @@ class Session:
                 total += compact_nbytes(mask)
             elif mask is not None:
                 total += mask.nbytes
+        total += edits_nbytes(self.edits, *self.undo, *self.redo)
+        if self.candidates is not None:
+            total += compact_nbytes(self.candidates.masks)
         return total
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """SAM's candidate masks (best first) for the instance ``key``, added from one click."""
+
+    key: str
+    masks: CompactMask  # C masks
+    scores: tuple[float, ...]
+    chosen: int = 0
 
 
 class SessionExpiredError(ValueError):

@@ -84,7 +84,7 @@ def test_page_runs_a_prompt_filters_refines_and_downloads(page, examples, tiny_a
     # outputs: one legend entry per instance, the overlay, and the table, all with the label as text
     legend = page.locator("#instances .legend-item")
     assert legend.count() == count
-    assert legend.first.inner_text().startswith(PROMPT)
+    assert legend.first.inner_text().startswith(f"#0 {PROMPT}")  # numbered as in the table
     assert page.locator("#overlay img").count() == 1
     assert PROMPT in page.inner_text("#detections")
     assert page.evaluate("document.querySelector('#injected')") is None

@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 
 from grounded.io.annotate import annotate, class_color
 from grounded.io.export import detections_to_dict
-from grounded.web import service
+from grounded.web import service, views
 from grounded.web.service import Click, PipelineProvider, SegmentOptions
 
 OPTIONS = SegmentOptions(box_threshold=0.3, text_threshold=0.2, nms_iou=0.5, max_detections=8)
@@ -45,7 +45,8 @@ def session(provider: PipelineProvider, cat: np.ndarray) -> service.Session:
 
 def test_result_json_is_the_shared_schema_plus_model_fields(session, tiny_app_pipe, cat):
     result = service.result_json(session)
-    assert set(result) == {"image", "classes", "detections", "untrained", "model"}
+    assert set(result) == {"image", "classes", "detections", "untrained", "model", "edited"}
+    assert result["edited"] is False
     assert result["image"] == {"width": 451, "height": 300}
     assert result["classes"] == ["cat", "dog"]
     assert result["untrained"] is True and result["model"]["preset"] == "tiny-random"
@@ -83,7 +84,7 @@ def test_annotated_value_has_one_labeled_mask_per_instance(session):
     annotations = list(annotations)  # produced one at a time for gradio
     assert image is session.image and len(annotations) == len(det)
     for i, (mask, label) in enumerate(annotations):
-        assert label == f"{det.data['class_name'][i]} {det.confidence[i]:.2f}"
+        assert label == f"#{i} {det.data['class_name'][i]} {det.confidence[i]:.2f}"  # the table's "#"
         assert mask.shape == (300, 451)
         np.testing.assert_array_equal(mask > 0, det.mask[i])
         assert colors[label] == class_color(int(det.class_id[i]))
@@ -93,7 +94,7 @@ def test_large_images_are_previewed_small_with_full_resolution_downloads(provide
     big = np.random.default_rng(2).integers(0, 256, (900, 1600, 3), dtype=np.uint8)
     session = service.segment(provider, big, "cat. dog", preset=None, options=OPTIONS)
     assert len(session.detections) >= 1
-    monkeypatch.setattr(service, "PREVIEW_MAX_PIXELS", 360_000)  # 1600 x 900 -> 800 x 450
+    monkeypatch.setattr(views, "PREVIEW_MAX_PIXELS", 360_000)  # 1600 x 900 -> 800 x 450
     scale = service.preview_scale(session.image_size)
     assert scale == pytest.approx(0.5)
     (image, annotations), _ = service.annotated_value(session)
@@ -291,7 +292,7 @@ def test_a_preset_that_fails_to_load_is_a_clear_error_keeping_the_cause():
     assert isinstance(info.value.__cause__, OSError)  # the operator's details, for the log and the CLI
 
 
-def test_provider_from_config_offers_fast_and_quality_or_only_the_untrained_preset():
+def test_provider_from_config_offers_fast_and_quality_or_only_untrained_presets():
     real = PipelineProvider.from_config("default")  # builds nothing: no weights needed here
     assert real.names[0] == real.default == "default"
     assert {"fast", "hq", "quality"} <= set(real.names) and "tiny-random" not in real.names
@@ -299,7 +300,9 @@ def test_provider_from_config_offers_fast_and_quality_or_only_the_untrained_pres
     assert real.config("quality").sam.model_type == "vit_h"
     assert real.config("fast").sam.model_type == "vit_t" and real.config("hq").sam.model_type == "hq_vit_b"
     tiny = PipelineProvider.from_config("tiny-random")
-    assert tiny.names == ["tiny-random"] and tiny.config("tiny-random").untrained
+    # an untrained config is offered with the other untrained preset only, never beside real models
+    assert tiny.names == ["tiny-random", "tiny-random-b"]
+    assert all(tiny.config(name).untrained for name in tiny.names)
 
 
 def test_image_name_comes_from_the_upload_without_folders():

@@ -115,3 +115,17 @@ def test_single_phrase_over_the_limit_is_named(tokenizer):
 def test_no_classes_is_an_error(tokenizer):
     with pytest.raises(ValueError, match="no classes"):
         tokenize_classes(tokenizer, [], max_tokens=256)
+
+
+def test_new_lines_and_semicolons_separate_classes():
+    assert parse_prompt("cat\ndog\r\ntraffic light; bird") == ["cat", "dog", "traffic light", "bird"]
+
+
+@pytest.mark.parametrize("prompt", ["?!", " - ; ## ", ["--", "..."]])
+def test_a_prompt_without_letters_or_digits_is_refused(prompt):
+    with pytest.raises(ValueError, match="no letters or digits"):
+        parse_prompt(prompt)
+
+
+def test_pieces_without_letters_or_digits_name_no_class():
+    assert parse_prompt("cat. ?!. dog") == ["cat", "dog"]

@@ -51,7 +51,7 @@ MAX_FILE = 1_500_000  # bytes; small so the over-limit cases are quick
 QUEUE = 2
 SECRET = "/srv/models/secret-weights.bin"  # what a crashing model might put in its message
 OPTIONS = {"box_threshold": 0.0, "text_threshold": 0.0, "nms_iou": 0.5, "max_detections": 5}
-API_EXTRAS, CLI_EXTRAS = {"untrained", "model"}, {"path", "source", "outputs", "model"}
+API_EXTRAS, CLI_EXTRAS = {"untrained", "model", "edited"}, {"path", "source", "outputs", "model"}
 
 
 class _Gated(GroundedSAM):
