@@ -335,6 +335,7 @@ class GroundedSAM:
         """
         if points_xy is None and box_xyxy is None:
             raise ValueError("segment_prompt needs points, a box or both")
+        self._require_sam("adding or refining an instance with clicks or a box")
         rgb = load_image(image, max_pixels=self.config.max_pixels)
         height, width = rgb.shape[:2]
         embedding = self._embedding(rgb, image_content_hash(rgb))

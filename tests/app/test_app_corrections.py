@@ -259,7 +259,7 @@ def test_session_memory_counts_edits_and_undo_steps(session, provider):
 
 def test_model_picker_lists_states_and_loads_the_second_model_on_first_use(cat):
     provider = PipelineProvider.from_config("tiny-random", device="cpu", max_detections=8)
-    assert [name for _, name in provider.choices()] == ["tiny-random", "tiny-random-b"]
+    assert [name for _, name in provider.choices()] == ["tiny-random", "tiny-random-sam3", "tiny-random-b"]
     assert all(label.endswith("loads on first use") for label, _ in provider.choices())
     result = service.segment(provider, cat, "cat", preset="tiny-random-b", options=OPTIONS)
     assert provider.is_loaded("tiny-random-b") and not provider.is_loaded("tiny-random")

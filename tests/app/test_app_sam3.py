@@ -104,3 +104,19 @@ def test_a_gated_preset_names_the_licence_page_and_login_and_the_server_keeps_se
     assert "https://huggingface.co/facebook/sam3" in message and "`hf auth login`" in message
     _, result = segment(client, path, "cat. dog")  # the next request on another preset is served
     assert len(result["detections"]) == 6
+
+
+def test_page_corrections_on_sam3_alone_say_a_sam_is_needed_and_the_rest_still_works(sam3_pipe, photo):
+    """With ``sam: none`` (the sam3 preset) adding by box needs SAM: a clear error; delete/undo still work."""
+    from grounded.web import service
+    from grounded.web.service import SegmentOptions
+
+    provider = PipelineProvider.from_pipeline(sam3_pipe)
+    options = SegmentOptions(box_threshold=0.0, text_threshold=0.0, nms_iou=0.5, max_detections=8)
+    session = service.segment(provider, photo[1], "cat. dog", preset=None, options=options)
+    assert len(session.detections) >= 1, "the tiny random SAM 3 must keep a detection at threshold 0"
+    with pytest.raises(ValueError, match="needs a SAM model.*sam: none"):
+        service.add_box(provider, session, (10.0, 10.0, 60.0, 50.0), "dog")
+    deleted = service.delete_instance(session, 0)
+    assert len(deleted.detections) == len(session.detections) - 1
+    assert len(service.undo(deleted).detections) == len(session.detections)

@@ -301,7 +301,7 @@ def test_provider_from_config_offers_fast_and_quality_or_only_untrained_presets(
     assert real.config("fast").sam.model_type == "vit_t" and real.config("hq").sam.model_type == "hq_vit_b"
     tiny = PipelineProvider.from_config("tiny-random")
     # an untrained config is offered with the other untrained preset only, never beside real models
-    assert tiny.names == ["tiny-random", "tiny-random-b"]
+    assert tiny.names == ["tiny-random", "tiny-random-sam3", "tiny-random-b"]
     assert all(tiny.config(name).untrained for name in tiny.names)
 
 
