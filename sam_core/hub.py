@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 __all__ = [
     "HubAccessDenied", "HubFilesUnavailable", "fetch_file", "fetch_snapshot", "hub_cache_dir", "hub_offline",
-    "parse_hub_file",
+    "on_this_machine", "parse_hub_file",
 ]
 
 HUB_FILE_PREFIX = "hf://"  # hf://OWNER/REPO/path/in/repo.pt: one file of a Hub repository
@@ -135,6 +135,25 @@ def parse_hub_file(text: str) -> tuple[str, str] | None:
     if len(parts) < 3 or not all(parts):
         raise HubFilesUnavailable(f"{text!r} is not a Hub file reference; write hf://OWNER/REPO/FILE")
     return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def on_this_machine(ref: str) -> bool | None:
+    """Whether the weights ``ref`` names load with no download, checked without any network call.
+
+    True: an existing local path, or a Hub reference whose file (``hf://OWNER/REPO/FILE`` or
+    ``OWNER/REPO/FILE``) or ``config.json`` (``OWNER/REPO``) is in the cache. False: a Hub reference
+    that is not cached. None: anything else (in-process test models such as ``tiny-random``).
+    """
+    if Path(ref).expanduser().exists():
+        return True
+    parts = ref.removeprefix(HUB_FILE_PREFIX).split("/")
+    if ref.startswith((".", "/", "~")) or len(parts) < 2 or not all(parts):
+        return None
+    repo_id = "/".join(parts[:2])
+    filename = "/".join(parts[2:]) or "config.json"  # a snapshot repo: its config marks it cached
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=hub_cache_dir()), str)
 
 
 def fetch_file(repo_id: str, filename: str, *, what: str, local_hint: str) -> Path:

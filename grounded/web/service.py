@@ -68,7 +68,7 @@ from grounded.web.views import (
     table_rows,
     to_preview,
 )
-from sam_core.hub import HubAccessDenied
+from sam_core.hub import HubAccessDenied, hub_offline, on_this_machine
 
 __all__ = [
     "MAX_DETECTIONS_LIMIT", "MAX_PROMPT_CHARS", "TABLE_HEADERS", "UNTRAINED_NOTE", "Click",
@@ -258,6 +258,9 @@ class PipelineProvider:
             return "loaded"
         if name in self._failed:
             return f"unavailable: {self._failed[name]}"
+        config = self._configs.get(name)
+        if config is not None and hub_offline() and not weights_on_this_machine(config):
+            return f"unavailable: {OFFLINE_MISSING}"
         return "loads on first use"
 
     def choices(self) -> list[tuple[str, str]]:
@@ -306,6 +309,16 @@ def _access_denied(error: BaseException | None) -> str | None:
             return str(error)
         error, seen = error.__cause__ or error.__context__, seen + 1
     return None
+OFFLINE_MISSING = "weights not on this server (HF_HUB_OFFLINE=1 and not in its Hugging Face cache)"
+
+
+def weights_on_this_machine(config: PipelineConfig) -> bool:
+    """False when the detector's or SAM's weights are a Hub reference missing from the cache (no network
+    call: the picker says "unavailable" before anyone waits for a load that cannot succeed offline)."""
+    refs = (config.detector.model, config.sam.checkpoint)
+    return all(on_this_machine(ref) is not False for ref in refs if ref)
+
+
 def why_unavailable(exc: BaseException) -> str:
     """One line for users on why a model failed to load, without paths or server details."""
     denied = _access_denied(exc)

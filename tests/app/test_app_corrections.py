@@ -286,3 +286,28 @@ def test_an_unavailable_model_is_explained_in_one_line():
                                 "and it cannot download them)")
     assert "gated on the Hugging Face Hub" in states["b"] and "/srv" not in states["a"] + states["b"]
     assert all("\n" not in label for label in states.values())
+
+
+def test_offline_presets_missing_from_the_cache_are_unavailable_before_any_load(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1: a preset whose Hub weights are not cached says so in the picker, without a load."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    built: list[str] = []
+    provider = PipelineProvider.from_config("default", device="cpu")
+    provider._builders = {name: (lambda n=name: built.append(n)) for name in provider.names}  # count loads
+    states = {name: label for label, name in provider.choices()}
+    assert states["default"].endswith(f"unavailable: {service.OFFLINE_MISSING}")
+    assert states["fast"].endswith(f"unavailable: {service.OFFLINE_MISSING}")
+    # put DINO-T's and SAM ViT-B's config.json into the cache as huggingface_hub lays it out
+    for repo in ("IDEA-Research/grounding-dino-tiny", "facebook/sam-vit-base"):
+        folder = tmp_path / f"models--{repo.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text("abc123")
+        (folder / "snapshots" / "abc123").mkdir(parents=True)
+        (folder / "snapshots" / "abc123" / "config.json").write_text("{}")
+    states = {name: label for label, name in provider.choices()}
+    assert states["default"].endswith("loads on first use")
+    assert states["fast"].endswith("unavailable: " + service.OFFLINE_MISSING)  # MobileSAM: not cached
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert {name: label for label, name in provider.choices()}["fast"].endswith("loads on first use")
+    assert built == []
