@@ -79,7 +79,8 @@ def _enc_ours(**fast: Any) -> Callable[[Context, str], dict]:
         sam = _ours(ctx, **fast)
         encode = lambda x: sam.image_encoder(x.to(sam.dtype))  # noqa: E731
         result = _encoder_run(ctx, name, encode, sam.image_size, flops=name == "ours-fp32")
-        return {**result, "dtype": "int8" if fast.get("quantize_int8") else str(sam.dtype).removeprefix("torch.")}
+        ran_in = "int8" if fast.get("quantize_int8") else str(sam.dtype).removeprefix("torch.")
+        return {**result, "dtype": ran_in}
 
     return run
 

@@ -12,7 +12,12 @@ from typing import Any
 from benchmarks.peak import efficiency
 
 __all__ = [
-    "TARGETS", "efficiency_markdown", "efficiency_rows", "format_efficiency", "summarize_efficiency", "variant_dtype",
+    "TARGETS",
+    "efficiency_markdown",
+    "efficiency_rows",
+    "format_efficiency",
+    "summarize_efficiency",
+    "variant_dtype",
 ]
 
 # The issue's targets on a CPU with native bf16 (fractions of the peak of the dtype the stage ran in).
@@ -73,25 +78,36 @@ def summarize_efficiency(report: dict[str, Any]) -> dict[str, Any]:
     per_case = {case: _case_efficiency(case, cases[case], peaks) for case in _TIMED if case in cases}
     enc = per_case.get("sam_encoder", {})
     enc_times = {n: _get(r, ("timing", "median_s")) for n, r in cases.get("sam_encoder", {}).items()}
-    cos = {n: c.get("cosine_vs_ours_fp32") for n, c in report.get("comparisons", {}).get("sam_encoder", {}).items()
-           if isinstance(c, dict)}
+    cos = {
+        n: c.get("cosine_vs_ours_fp32")
+        for n, c in report.get("comparisons", {}).get("sam_encoder", {}).items()
+        if isinstance(c, dict)
+    }
     verdicts: dict[str, Any] = {}
     auto = enc.get("ours-auto")
     if auto and auto.get("peak_dtype") == "bfloat16":
         verdicts["sam_encoder_auto_fraction_bf16"] = _verdict(auto["fraction_of_peak"], ">=", 0.50)
         if "fraction_of_peak_cpu" in auto:
-            verdicts["sam_encoder_auto_fraction_bf16_cpu_time"] = _verdict(auto["fraction_of_peak_cpu"], ">=", 0.50)
+            verdicts["sam_encoder_auto_fraction_bf16_cpu_time"] = _verdict(
+                auto["fraction_of_peak_cpu"], ">=", 0.50
+            )
         verdicts["sam_encoder_cosine"] = _verdict(cos.get("ours-auto"), ">=", TARGETS["sam_encoder_cosine"])
     fp32 = enc.get("ours-auto") if auto and auto.get("peak_dtype") == "float32" else None
     if fp32 and "fraction_of_peak" in fp32:  # auto = float32: a CPU without native bf16 (or forced)
         verdicts["sam_encoder_fp32_fraction"] = _verdict(fp32["fraction_of_peak"], ">=", 0.70)
         if "fraction_of_peak_cpu" in fp32:
-            verdicts["sam_encoder_fp32_fraction_cpu_time"] = _verdict(fp32["fraction_of_peak_cpu"], ">=", 0.70)
+            verdicts["sam_encoder_fp32_fraction_cpu_time"] = _verdict(
+                fp32["fraction_of_peak_cpu"], ">=", 0.70
+            )
     if enc_times.get("hf-eager") and enc_times.get("ours-auto"):
         ratio = _ratio(cases["sam_encoder"]["hf-eager"], cases["sam_encoder"]["ours-auto"])
-        verdicts["sam_encoder_speedup_vs_hf_eager"] = _verdict(ratio, ">=", TARGETS["sam_encoder_speedup_vs_hf_eager"])
+        verdicts["sam_encoder_speedup_vs_hf_eager"] = _verdict(
+            ratio, ">=", TARGETS["sam_encoder_speedup_vs_hf_eager"]
+        )
     dino = cases.get("dino", {})
-    dino_best = [n for n in ("ours-auto", "ours-bf16", "ours-fp32") if _get(dino.get(n), ("timing", "median_s"))]
+    dino_best = [
+        n for n in ("ours-auto", "ours-bf16", "ours-fp32") if _get(dino.get(n), ("timing", "median_s"))
+    ]
     if dino_best and _get(dino.get("hf-eager"), ("timing", "median_s")):
         ratio = _ratio(dino["hf-eager"], dino[dino_best[0]])
         verdicts[f"dino_speedup_vs_hf_eager ({dino_best[0]})"] = _verdict(ratio, ">=", 6.0)
@@ -101,9 +117,13 @@ def summarize_efficiency(report: dict[str, Any]) -> dict[str, Any]:
         ms = dec[dec_name]["boxes_32"]["per_box_ms"]
         verdicts[f"decoder_ms_per_box_32 ({dec_name})"] = _verdict(ms, "<=", TARGETS["decoder_ms_per_box_32"])
     e2e = cases.get("e2e", {})
-    e2e_name = next((n for n in ("ours-auto", "ours-fp32") if _get(e2e.get(n), ("cold", "timing", "median_s"))), None)
+    e2e_name = next(
+        (n for n in ("ours-auto", "ours-fp32") if _get(e2e.get(n), ("cold", "timing", "median_s"))), None
+    )
     if e2e_name:
-        verdicts[f"e2e_cold_s ({e2e_name})"] = _verdict(e2e[e2e_name]["cold"]["timing"]["median_s"], "<=", 4.0)
+        verdicts[f"e2e_cold_s ({e2e_name})"] = _verdict(
+            e2e[e2e_name]["cold"]["timing"]["median_s"], "<=", 4.0
+        )
         verdicts[f"e2e_peak_rss_mb ({e2e_name})"] = _verdict(e2e[e2e_name].get("peak_rss_mb"), "<=", 2048.0)
     return {"per_case": per_case, "targets": verdicts}
 
@@ -129,21 +149,41 @@ def efficiency_rows(summary: dict[str, Any]) -> list[list[str]]:
     for case, variants in summary.get("per_case", {}).items():
         for name, r in variants.items():
             frac, frac_cpu = r.get("fraction_of_peak"), r.get("fraction_of_peak_cpu")
-            rows.append([case, name, r["dtype"], f"{r['gflop']:.1f}", f"{r['seconds']:.3f}", f"{r['gflops']:.0f}",
-                         "" if frac is None else f"{100 * frac:.0f} % of {r['peak_dtype']}",
-                         "" if frac_cpu is None else f"{100 * frac_cpu:.0f} %"])
+            rows.append(
+                [
+                    case,
+                    name,
+                    r["dtype"],
+                    f"{r['gflop']:.1f}",
+                    f"{r['seconds']:.3f}",
+                    f"{r['gflops']:.0f}",
+                    "" if frac is None else f"{100 * frac:.0f} % of {r['peak_dtype']}",
+                    "" if frac_cpu is None else f"{100 * frac_cpu:.0f} %",
+                ]
+            )
     return rows
 
 
-EFFICIENCY_HEADER = ["case", "variant", "dtype", "GFLOP", "median s", "GFLOP/s", "of peak (wall)", "of peak (CPU time)"]
+EFFICIENCY_HEADER = [
+    "case",
+    "variant",
+    "dtype",
+    "GFLOP",
+    "median s",
+    "GFLOP/s",
+    "of peak (wall)",
+    "of peak (CPU time)",
+]
 
 
 def _peak_line(report: dict[str, Any]) -> str:
     m, peak = report.get("machine", {}), report.get("peak", {}).get("best", {})
     peaks = ", ".join(f"{d} {p['gflops']:.0f} GFLOP/s" for d, p in peak.items())
     threads = next(iter(peak.values()), {}).get("threads", "?")
-    return (f"{m.get('cpu', '?')}, flags {' '.join(m.get('flags', [])) or 'n/a'}; "
-            f"matmul peak ({PEAK_LABEL}, {threads} threads): {peaks or 'not measured'}")
+    return (
+        f"{m.get('cpu', '?')}, flags {' '.join(m.get('flags', [])) or 'n/a'}; "
+        f"matmul peak ({PEAK_LABEL}, {threads} threads): {peaks or 'not measured'}"
+    )
 
 
 PEAK_LABEL = "best of 5 torch.mm 4096 x 4096, before and after the cases"
@@ -155,7 +195,9 @@ def format_efficiency(report: dict[str, Any]) -> str:
     rows = efficiency_rows(summary)
     widths = [max(len(str(r[i])) for r in [EFFICIENCY_HEADER, *rows]) for i in range(len(EFFICIENCY_HEADER))]
     lines = [_peak_line(report)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [EFFICIENCY_HEADER, *rows]]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [EFFICIENCY_HEADER, *rows]
+    ]
     lines += [f"{k}: {v}" for k, v in summary.get("targets", {}).items()]
     return "\n".join(lines)
 
@@ -163,18 +205,29 @@ def format_efficiency(report: dict[str, Any]) -> str:
 def efficiency_markdown(report: dict[str, Any]) -> list[str]:
     """README lines: the machine's limit, each stage's fraction of it, the verdicts."""
     summary = report.get("efficiency", {})
-    out = ["", "Against the machine's own limit: " + _peak_line(report) + ".", "",
-           "| " + " | ".join(EFFICIENCY_HEADER) + " |", "|" + "|".join("---" for _ in EFFICIENCY_HEADER) + "|"]
+    out = [
+        "",
+        "Against the machine's own limit: " + _peak_line(report) + ".",
+        "",
+        "| " + " | ".join(EFFICIENCY_HEADER) + " |",
+        "|" + "|".join("---" for _ in EFFICIENCY_HEADER) + "|",
+    ]
     out += ["| " + " | ".join(row) + " |" for row in efficiency_rows(summary)]
     out += ["", "Targets against the limit:", ""]
-    out += [f"- {k}: {v['value']} (target {v['target']}) -> met={v['met']}" for k, v in summary.get("targets", {}).items()]
+    out += [
+        f"- {k}: {v['value']} (target {v['target']}) -> met={v['met']}"
+        for k, v in summary.get("targets", {}).items()
+    ]
     startup = report.get("startup")
     if startup:
-        out += ["", f"Start-up (best of 3 fresh processes): python {startup['python_s']:.2f} s, `import grounded` "
-                f"{startup['import_grounded_s']:.2f} s (lazy), `from grounded import GroundedSAM` "
-                f"{startup['import_pipeline_s']:.2f} s, `import sam_core` {startup['import_sam_core_s']:.2f} s, "
-                f"`python app.py` to serving {startup.get('app_to_serving_s', float('nan')):.1f} s "
-                f"({startup.get('app_note', '')})."]
+        out += [
+            "",
+            f"Start-up (best of 3 fresh processes): python {startup['python_s']:.2f} s, `import grounded` "
+            f"{startup['import_grounded_s']:.2f} s (lazy), `from grounded import GroundedSAM` "
+            f"{startup['import_pipeline_s']:.2f} s, `import sam_core` {startup['import_sam_core_s']:.2f} s, "
+            f"`python app.py` to serving {startup.get('app_to_serving_s', float('nan')):.1f} s "
+            f"({startup.get('app_note', '')}).",
+        ]
     return out
 
 
@@ -210,7 +263,9 @@ if __name__ == "__main__":
 
     from benchmarks.report import markdown
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.efficiency", description=merge_reports.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.efficiency", description=merge_reports.__doc__
+    )
     parser.add_argument("reports", nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, default=None)

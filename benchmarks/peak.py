@@ -27,8 +27,17 @@ __all__ = ["PEAK_SIZE", "cpu_flags", "count_flops", "efficiency", "machine_peaks
 PEAK_SIZE = 4096
 # The flags that decide which kernels oneDNN can use (reported in the README next to the figures).
 _FLAGS_OF_INTEREST = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "amx_tile", "amx_bf16", "amx_int8",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
 )
 
 
@@ -93,7 +102,12 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def efficiency(
-    flops: int | None, seconds: float | None, dtype: str, peaks: dict[str, dict], *, cpu_s: float | None = None
+    flops: int | None,
+    seconds: float | None,
+    dtype: str,
+    peaks: dict[str, dict],
+    *,
+    cpu_s: float | None = None,
 ) -> dict[str, Any]:
     """Achieved GFLOP/s and the fraction of the ``dtype`` peak ({} when something is unknown).
 

@@ -40,7 +40,11 @@ def _dino(dtype: torch.dtype, workdir: Path):
 
 def profile_stage(stage: str, dtype: torch.dtype, *, rows: int = 25, workdir: Path | None = None) -> str:
     """Header (machine, peak, FLOPs, seconds, fraction) + the profiler's table sorted by self CPU."""
-    run = _sam_encoder(dtype) if stage == "sam_encoder" else _dino(dtype, workdir or Path("/tmp/grounded-bench"))
+    run = (
+        _sam_encoder(dtype)
+        if stage == "sam_encoder"
+        else _dino(dtype, workdir or Path("/tmp/grounded-bench"))
+    )
     with torch.inference_mode():
         run()  # warm-up
         start = time.perf_counter()

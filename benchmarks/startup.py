@@ -26,7 +26,9 @@ _PIPELINE_IMPORT = "from grounded import GroundedSAM"
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TRANSFORMERS_VERBOSITY="error")
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TRANSFORMERS_VERBOSITY="error"
+    )
     env["PYTHONPATH"] = str(_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -43,8 +45,14 @@ def import_time(code: str = "import grounded", *, repeats: int = 3) -> float:
 
 def heaviest_imports(code: str = _PIPELINE_IMPORT, top: int = 8) -> list[tuple[str, float]]:
     """(package, cumulative seconds) of the slowest imports two levels deep under ``python -c CODE``."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
-                          capture_output=True, text=True, env=_env(), cwd=_ROOT, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=_ROOT,
+        check=True,
+    )
     rows = []
     for line in proc.stderr.splitlines():
         parts = line.split("|")
@@ -65,8 +73,13 @@ def app_start_time(*, config: str = "tiny-random", timeout: float = 300) -> floa
     """Wall seconds from ``python app.py --config CONFIG`` to its first HTTP 200 on ``/``."""
     port = _free_port()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--config", config, "--port", str(port)], env=_env(),
-                            cwd=_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--config", config, "--port", str(port)],
+        env=_env(),
+        cwd=_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while time.perf_counter() - start < timeout:
             if proc.poll() is not None:
@@ -97,7 +110,9 @@ def measure_startup(*, repeats: int = 3, app: bool = True) -> dict[str, Any]:
     }
     if app:
         result["app_to_serving_s"] = min(app_start_time() for _ in range(repeats))
-        result["app_note"] = "--config tiny-random: imports + Gradio + building toy models; no weight files read"
+        result["app_note"] = (
+            "--config tiny-random: imports + Gradio + building toy models; no weight files read"
+        )
     return result
 
 

@@ -21,7 +21,9 @@ def prepack_available() -> bool:
     """True when this torch build has oneDNN's prepacked linear (CPU builds with mkldnn)."""
     ops = getattr(torch.ops, "mkldnn", None)
     try:
-        return bool(torch.backends.mkldnn.is_available() and ops._reorder_linear_weight and ops._linear_pointwise)
+        return bool(
+            torch.backends.mkldnn.is_available() and ops._reorder_linear_weight and ops._linear_pointwise
+        )
     except (AttributeError, RuntimeError):
         return False
 
@@ -29,8 +31,9 @@ def prepack_available() -> bool:
 class PackedLinear(nn.Module):
     """``act(x @ W^T + b)`` with ``W`` prepacked for oneDNN: ... x in_features -> ... x out_features.
 
-    Inference only: the packed weight is not a parameter (no gradient, not in ``state_dict``, not
-    moved by ``.to()``) -- load checkpoints and set the dtype before packing.
+    Inference only: the packed weight is not a parameter (no gradient, not moved by ``.to()``: set the
+    dtype before packing). ``state_dict`` still holds ``weight`` in ``nn.Linear``'s layout (unpacked
+    exactly), and loading one re-packs it, so checkpoints round-trip.
     """
 
     def __init__(self, linear: nn.Linear, *, activation: str = "none") -> None:
@@ -54,12 +57,30 @@ class PackedLinear(nn.Module):
         flat = x.reshape(-1, C)  # N x in_features
         # GELU's algorithm argument "none" = exact erf GELU, as nn.GELU(); "" = no argument.
         out = torch.ops.mkldnn._linear_pointwise(
-            flat, self.packed_weight, self.bias, self.activation, [], "none" if self.activation == "gelu" else ""
+            flat,
+            self.packed_weight,
+            self.bias,
+            self.activation,
+            [],
+            "none" if self.activation == "gelu" else "",
         )
         return out.reshape(*lead, self.out_features)  # ... x out_features
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        """``weight`` in the plain ``nn.Linear`` layout (unpacked exactly), so checkpoints stay loadable."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = self.packed_weight.to_dense()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        weight = state_dict.pop(prefix + "weight", None)
+        if weight is not None:
+            self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight.to(self.dtype), None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+        )
 
 
 def prepack_encoder(encoder: nn.Module) -> int:

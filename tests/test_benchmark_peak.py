@@ -36,11 +36,13 @@ def test_efficiency_uses_the_peak_of_the_dtype_it_ran_in() -> None:
 def test_summary_divides_each_variant_by_the_case_flop_count() -> None:
     report = {
         "peak": {"best": {"float32": {"gflops": 100.0}, "bfloat16": {"gflops": 200.0}}},
-        "cases": {"sam_encoder": {
-            "hf-eager": {"timing": {"median_s": 4.0}},
-            "ours-fp32": {"timing": {"median_s": 2.0}, "flops": 100e9, "dtype": "float32"},
-            "ours-auto": {"timing": {"median_s": 1.0}, "dtype": "bfloat16"},
-        }},
+        "cases": {
+            "sam_encoder": {
+                "hf-eager": {"timing": {"median_s": 4.0}},
+                "ours-fp32": {"timing": {"median_s": 2.0}, "flops": 100e9, "dtype": "float32"},
+                "ours-auto": {"timing": {"median_s": 1.0}, "dtype": "bfloat16"},
+            }
+        },
         "comparisons": {"sam_encoder": {"ours-auto": {"cosine_vs_ours_fp32": 0.9995}}},
     }
     summary = summarize_efficiency(report)
@@ -63,8 +65,19 @@ def test_variant_dtype_from_result_or_name() -> None:
 def test_cpu_flags_lists_only_known_flags() -> None:
     info = cpu_flags()
     assert isinstance(info["cpu"], str)
-    assert set(info["flags"]) <= {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                                  "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
+    assert set(info["flags"]) <= {
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    }
 
 
 def test_a_variants_own_peak_and_cpu_time_are_preferred() -> None:
@@ -72,13 +85,18 @@ def test_a_variants_own_peak_and_cpu_time_are_preferred() -> None:
     local = {"float32": {"gflops": 100.0, "gflops_per_cpu_s": 50.0}}  # measured under load, after it
     report = {
         "peak": {"best": run_peak},
-        "cases": {"sam_encoder": {
-            "ours-fp32": {"timing": {"median_s": 2.0, "cpu_s": 4.0}, "flops": 100e9, "local_peak": local},
-            "ours-auto": {"timing": {"median_s": 2.0, "cpu_s": 4.0}, "dtype": "float32"},
-        }},
+        "cases": {
+            "sam_encoder": {
+                "ours-fp32": {"timing": {"median_s": 2.0, "cpu_s": 4.0}, "flops": 100e9, "local_peak": local},
+                "ours-auto": {"timing": {"median_s": 2.0, "cpu_s": 4.0}, "dtype": "float32"},
+            }
+        },
     }
     summary = summarize_efficiency(report)
-    fp32, auto = summary["per_case"]["sam_encoder"]["ours-fp32"], summary["per_case"]["sam_encoder"]["ours-auto"]
+    fp32, auto = (
+        summary["per_case"]["sam_encoder"]["ours-fp32"],
+        summary["per_case"]["sam_encoder"]["ours-auto"],
+    )
     assert fp32["fraction_of_peak"] == 0.5 and fp32["fraction_of_peak_cpu"] == 0.5
     assert auto["fraction_of_peak"] == 0.05 and auto["fraction_of_peak_cpu"] == 0.05
     assert summary["targets"]["sam_encoder_fp32_fraction"]["met"] is False  # auto ran float32

@@ -136,3 +136,22 @@ def test_prepack_leaves_other_encoders_alone(tiny) -> None:
     from sam_core.prepack import prepack_encoder
 
     assert prepack_encoder(nn.Sequential(nn.Linear(4, 4))) == 0
+
+
+def test_prepacked_model_state_dict_round_trips(tiny) -> None:
+    from sam_core.prepack import prepack_available
+
+    if not prepack_available():
+        pytest.skip("this torch build has no oneDNN prepacked linear")
+    plain = build_sam(tiny.config, tiny.folder, device="cpu")
+    packed = enable_fast_path(build_sam(tiny.config, tiny.folder, device="cpu"), prepack=True)
+    saved = packed.state_dict()
+    assert saved.keys() == plain.state_dict().keys()
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
+    # and a packed model loads a plain checkpoint (re-packing its linears)
+    other = enable_fast_path(build_sam(tiny.config, None, device="cpu", seed=5), prepack=True)
+    other.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, tiny.config.image_size, tiny.config.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(other.image_encoder(x), plain.image_encoder(x), rtol=1e-4, atol=1e-4)
