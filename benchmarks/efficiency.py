@@ -67,7 +67,7 @@ def _case_efficiency(case: str, variants: dict[str, dict], peaks: dict) -> dict[
         row = efficiency(flops, seconds, variant_dtype(name, result), local or peaks, cpu_s=cpu_s)
         if row:
             row["peak_source"] = "variant's process, right after it" if local else "run (best of start/end)"
-            out[name] = {"gflop": round(flops / 1e9, 1), "seconds": round(seconds, 4), **row}
+            out[name] = {"flops": flops, "gflop": round(flops / 1e9, 1), "seconds": round(seconds, 4), **row}
     return out
 
 

@@ -60,8 +60,8 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path, capsys) -> None:
     # once per case and every timed variant set against the peak of the dtype it ran in.
     assert report["peak"]["best"]["float32"]["gflops"] > 0
     efficiency = report["efficiency"]["per_case"]
-    assert efficiency["sam_encoder"]["ours-fp32"]["gflop"] > 0
-    assert efficiency["sam_encoder"]["hf-eager"]["gflop"] == efficiency["sam_encoder"]["ours-fp32"]["gflop"]
+    assert efficiency["sam_encoder"]["ours-fp32"]["flops"] > 0
+    assert efficiency["sam_encoder"]["hf-eager"]["flops"] == efficiency["sam_encoder"]["ours-fp32"]["flops"]
     assert 0 < efficiency["sam_encoder"]["ours-fp32"]["fraction_of_peak"]
     assert efficiency["dino"]["ours-fp32"]["peak_dtype"] == "float32"
     assert "of float32" in md.read_text()
