@@ -22,6 +22,7 @@ import torch
 
 from benchmarks.context import Context, Skipped
 from benchmarks.measure import machine_info, measure
+from benchmarks.peak import count_flops
 from benchmarks.weights import DINO_DIR, IDEA_FILE, MM_DINO_DIR
 
 __all__ = ["CLASSES", "DINO_VARIANTS", "compare_dino", "dino_image"]
@@ -153,8 +154,13 @@ def _load_ours(ctx: Context, family: str, options: dict[str, Any]) -> Any:
     return GroundingDinoDetector.from_pretrained(str(ctx.workdir / DINO_DIR), device="cpu", **options)
 
 
-def _ours(family: str = "", **options: Any) -> Callable[[Context, str], dict]:
+def _ours(family: str = "", **chosen: Any) -> Callable[[Context, str], dict]:
     def run(ctx: Context, name: str) -> dict:
+        options = dict(chosen)
+        if options.get("dtype") == "auto":  # the default path: bf16 on CPUs with native bf16
+            from sam_core.device import resolve_dtype
+
+            options["dtype"] = resolve_dtype("auto", "cpu")
         dtype = options.get("dtype")
         if dtype in (torch.bfloat16, torch.float16) and not (
             machine_info()["native_bf16"] or torch.cuda.is_available()
@@ -177,9 +183,13 @@ def _ours(family: str = "", **options: Any) -> Callable[[Context, str], dict]:
             saved = {"boxes": torch.from_numpy(raw.boxes), "scores": torch.from_numpy(raw.box_scores)}
             saved.update(_parity_outputs(ctx, model, "mm-" if family == "mm-" else ""))
         ctx.save(f"dino-{name}", saved)
-        result: dict[str, Any] = {"timing": timing.as_dict()}
+        ran_in = str(dtype or torch.float32).removeprefix("torch.")
+        result: dict[str, Any] = {"timing": timing.as_dict(), "dtype": ran_in}
         if options.get("fast_path", True):
             result["same_image_timing"] = cached.as_dict()
+        if name == "ours-fp32":  # FLOPs counted once per case (benchmarks.efficiency)
+            cold = lambda: (clear_fast_path_caches(model), detector.detect(image, CLASSES))  # noqa: E731
+            result["flops"] = count_flops(cold)
         return result
 
     return run
@@ -207,6 +217,7 @@ DINO_VARIANTS: dict[str, Callable[[Context, str], dict]] = {
     "ours-fp32": _ours(),
     "ours-int8": _ours(quantize_int8=True),
     "ours-bf16": _ours(dtype=torch.bfloat16),
+    "ours-auto": _ours(dtype="auto"),
     "ours-bf16-emulated": _bf16_emulated,
     "mm-hf-eager": _hf("eager", "mm-"),
     "mm-hf-default": _hf(None, "mm-"),

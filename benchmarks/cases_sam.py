@@ -13,6 +13,7 @@ import torch
 
 from benchmarks.context import Context, Skipped
 from benchmarks.measure import measure
+from benchmarks.peak import count_flops
 from benchmarks.weights import SAM_DIR
 
 __all__ = ["ENCODER_VARIANTS", "DECODER_VARIANTS", "DECODER_BOXES", "compare_encoder", "compare_decoder"]
@@ -48,13 +49,18 @@ def _native_low_precision() -> None:
 
 
 # ---------------------------------------------------------------------------------------- encoder
-def _encoder_run(ctx: Context, name: str, encode: Callable[[torch.Tensor], torch.Tensor], size: int):
+def _encoder_run(
+    ctx: Context, name: str, encode: Callable[[torch.Tensor], torch.Tensor], size: int, *, flops: bool = False
+):
     x = _pixels(ctx, size)
     with torch.inference_mode():
         timing = measure(lambda: encode(x), warmup=ctx.warmup, repeats=ctx.repeats)
         embedding = encode(x).float()
     ctx.save(f"sam_encoder-{name}", {"embedding": embedding})
-    return {"timing": timing.as_dict()}
+    result: dict[str, Any] = {"timing": timing.as_dict()}
+    if flops:  # counted once per case, by ours-fp32 (benchmarks.efficiency)
+        result["flops"] = count_flops(lambda: encode(x))
+    return result
 
 
 def _enc_hf(attn: str) -> Callable[[Context, str], dict]:
@@ -71,9 +77,20 @@ def _enc_ours(**fast: Any) -> Callable[[Context, str], dict]:
         if fast.get("dtype") in (torch.bfloat16, torch.float16):
             _native_low_precision()
         sam = _ours(ctx, **fast)
-        return _encoder_run(ctx, name, lambda x: sam.image_encoder(x.to(sam.dtype)), sam.image_size)
+        encode = lambda x: sam.image_encoder(x.to(sam.dtype))  # noqa: E731
+        result = _encoder_run(ctx, name, encode, sam.image_size, flops=name == "ours-fp32")
+        ran_in = "int8" if fast.get("quantize_int8") else str(sam.dtype).removeprefix("torch.")
+        return {**result, "dtype": ran_in}
 
     return run
+
+
+def _enc_auto(ctx: Context, name: str) -> dict:
+    """The pipeline's default path: ``dtype="auto"`` (bf16 on CPUs with native bf16, else float32)
+    and prepacked linears (``grounded.models.build_sam_model`` on CPU)."""
+    from sam_core.device import resolve_dtype
+
+    return _enc_ours(dtype=resolve_dtype("auto", "cpu"), prepack=True)(ctx, name)
 
 
 def _enc_bf16_emulated(ctx: Context, name: str) -> dict:
@@ -93,6 +110,7 @@ ENCODER_VARIANTS: dict[str, Callable[[Context, str], dict]] = {
     "hf-eager+malloc": _enc_hf("eager"),  # same, with sam_core.allocator's setting (see worker)
     "hf-sdpa": _enc_hf("sdpa"),
     "ours-fp32": _enc_ours(),
+    "ours-auto": _enc_auto,
     "ours-int8": _enc_ours(quantize_int8=True),
     "ours-bf16": _enc_ours(dtype=torch.bfloat16),
     "ours-bf16-emulated": _enc_bf16_emulated,
@@ -151,18 +169,24 @@ def _dec_hf(ctx: Context, name: str) -> dict:
 
 def _dec_ours(ctx: Context, name: str) -> dict:
     from sam_core import ImageEmbedding, SamPredictor
+    from sam_core.device import resolve_dtype
 
     sam = _ours(ctx)
+    if name == "ours-auto":
+        sam.set_dtype(resolve_dtype("auto", "cpu"))
     predictor = SamPredictor(sam)
     size = sam.image_size
-    emb = _embedding(sam.prompt_encoder.embed_dim, sam.image_encoder.img_size // 16)
+    emb = _embedding(sam.prompt_encoder.embed_dim, sam.image_encoder.img_size // 16).to(sam.dtype)
     predictor.set_embedding(ImageEmbedding(features=emb, original_size=(size, size), input_size=(size, size)))
 
     def decode(boxes: torch.Tensor):
         scores, low_res = predictor.predict_low_res_torch(None, None, boxes=boxes, multimask_output=False)
         return low_res[:, 0], scores[:, 0]  # n x h x w, n
 
-    return _decoder_runs(ctx, name, decode, size)
+    result = _decoder_runs(ctx, name, decode, size)
+    if name == "ours-fp32":  # FLOPs counted once per case (benchmarks.efficiency)
+        result["boxes_32"]["flops"] = count_flops(lambda: decode(_boxes(32, size)))
+    return {**result, "dtype": str(sam.dtype).removeprefix("torch.")}
 
 
 def _decoder_runs(ctx: Context, name: str, decode: Callable, image_size: int) -> dict:
@@ -179,7 +203,11 @@ def _decoder_runs(ctx: Context, name: str, decode: Callable, image_size: int) ->
     return result
 
 
-DECODER_VARIANTS: dict[str, Callable[[Context, str], dict]] = {"hf-sdpa": _dec_hf, "ours-fp32": _dec_ours}
+DECODER_VARIANTS: dict[str, Callable[[Context, str], dict]] = {
+    "hf-sdpa": _dec_hf,
+    "ours-fp32": _dec_ours,
+    "ours-auto": _dec_ours,  # dtype "auto": bf16 on CPUs with native bf16
+}
 
 
 def compare_decoder(ctx: Context, reference: str = "hf-sdpa") -> dict[str, dict[str, float]]:

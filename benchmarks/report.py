@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.efficiency import efficiency_markdown
+
 __all__ = ["summarize", "table_rows", "format_table", "markdown"]
 
 # The targets on the reference CPU.
@@ -249,6 +251,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| " + " | ".join(str(c) for c in row) + " |"
         for row in table_rows(report["cases"], report["comparisons"])
     ]
+    out += efficiency_markdown(report)
     out += ["", "Targets:", ""]
     for case, s in report["summary"].items():
         verdicts = {k: v for k, v in s.items() if k.endswith("met") or k == "new_prompt_skips_encoder"}

@@ -17,9 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks.context import Context
+from benchmarks.efficiency import format_efficiency, summarize_efficiency
 from benchmarks.measure import machine_info
+from benchmarks.peak import cpu_flags, machine_peaks
 from benchmarks.report import format_table, markdown, summarize, table_rows
+from benchmarks.startup import measure_startup
 from benchmarks.weights import prepare_weights
 from benchmarks.worker import CASES, RESULT_PREFIX, run_variant
 
@@ -36,13 +41,14 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
         "hf-eager+malloc",
         "hf-sdpa",
         "ours-fp32",
+        "ours-auto",
         "ours-int8",
         "ours-bf16",
         "ours-bf16-emulated",
         "ours-vit_t-fp32",
         "ours-hq_vit_b-fp32",
     ),
-    "sam_decoder": ("hf-sdpa", "ours-fp32", "ours-vit_t-fp32", "ours-hq_vit_b-fp32"),
+    "sam_decoder": ("hf-sdpa", "ours-fp32", "ours-auto", "ours-vit_t-fp32", "ours-hq_vit_b-fp32"),
     "sam2_encoder": (
         "hf-sdpa",
         "hf-sdpa+malloc",
@@ -59,6 +65,7 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
         "ours-fp32",
         "ours-int8",
         "ours-bf16",
+        "ours-auto",
         "ours-bf16-emulated",
         "mm-hf-eager",
         "mm-hf-default",
@@ -66,15 +73,15 @@ DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {
         "mm-ours-fp32",
         "idea-ours-fp32",
     ),
-    "e2e": ("ours-fp32", "ours-plain"),
+    "e2e": ("ours-fp32", "ours-auto", "ours-plain"),
     "sam3": ("hf", "ours"),
 }
 QUICK_VARIANTS: dict[str, tuple[str, ...]] = {
-    "sam_encoder": ("hf-eager", "ours-fp32", "ours-int8"),
-    "sam_decoder": ("hf-sdpa", "ours-fp32"),
+    "sam_encoder": ("hf-eager", "ours-fp32", "ours-auto"),
+    "sam_decoder": ("hf-sdpa", "ours-fp32", "ours-auto"),
     "sam2_encoder": ("hf-sdpa", "ours-fp32", "ours-sam1-vit_b"),
-    "dino": ("hf-eager", "hf-default", "ours-fp32"),
-    "e2e": ("ours-fp32",),
+    "dino": ("hf-eager", "hf-default", "ours-fp32", "ours-auto"),
+    "e2e": ("ours-fp32", "ours-auto"),
     "sam3": ("hf", "ours"),
 }
 _COMPARE = {
@@ -119,8 +126,13 @@ def run_benchmarks(
     isolate: bool = True,
     log: Any = print,
     checkpoint: Any = None,
+    startup: bool = False,
 ) -> dict[str, Any]:
     """Prepare weights, run each selected (case, variant), compare, summarise.
+
+    The machine's matmul peaks (``benchmarks.peak``) are measured before and after the variants, at
+    this process's thread count (the workers inherit it); the best of the two is the reference for
+    every fraction of peak. ``startup=True`` also times imports and the web app's start-up.
 
     ``isolate=True`` runs every variant in its own subprocess (the benchmark proper: per-variant
     peak memory, no shared state); ``False`` runs them in this process (the smoke test: fast, but
@@ -133,7 +145,9 @@ def run_benchmarks(
     with tempfile.TemporaryDirectory(prefix="grounded-bench-") as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)
         started = time.perf_counter()
-        machine = machine_info()
+        machine = {**machine_info(), **cpu_flags()}
+        log(f"measuring the matmul peak at {torch.get_num_threads()} threads ...")
+        peaks_start = machine_peaks()
         log(f"preparing {size} random-weight models in {root} ...")
         ctx = Context(workdir=root, size=size, warmup=warmup, repeats=repeats)
         if set(cases) <= SELF_CONTAINED_CASES:
@@ -167,9 +181,13 @@ def run_benchmarks(
                 except Exception as error:  # keep the timings even if a comparison breaks
                     comparisons[case] = {"error": f"{type(error).__name__}: {error}"}
                     log(f"comparison of {case} failed: {comparisons[case]['error']}")
+        peaks_end = machine_peaks()
+    best = {d: max((peaks_start[d], peaks_end[d]), key=lambda p: p["gflops"]) for d in peaks_start}
+    peak = {"start": peaks_start, "end": peaks_end, "best": best}
     baselines = [r["rss_baseline_mb"] for v in results.values() for r in v.values() if "rss_baseline_mb" in r]
-    return {
+    report: dict[str, Any] = {
         "machine": machine,
+        "peak": peak,
         "load_avg_end": [round(v, 2) for v in os.getloadavg()],
         "settings": {
             "mode": "quick" if quick else "full",
@@ -185,6 +203,11 @@ def run_benchmarks(
         "comparisons": comparisons,
         "summary": summarize(results, comparisons),
     }
+    report["efficiency"] = summarize_efficiency(report)
+    if startup:
+        log("timing start-up (imports, app.py) ...")
+        report["startup"] = measure_startup()
+    return report
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:
@@ -204,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="keep weights/outputs here")
+    parser.add_argument("--startup", action="store_true", help="also time imports and app.py start-up")
     parser.add_argument(
         "--in-process",
         action="store_true",
@@ -230,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         isolate=not args.in_process,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
         checkpoint=lambda partial: _write(args.out, partial),
+        startup=args.startup,
     )
     print(format_table(table_rows(report["cases"], report["comparisons"])))
+    print(format_efficiency(report))
     print(json.dumps(report["summary"], indent=2))
     _write(args.out, report)
     if args.markdown is not None:

@@ -18,7 +18,7 @@ from grounded.detectors.registry import BuildOptions
 from grounded.detectors.registry import build_detector as _build_from_registry
 from sam_core import Sam, build_sam
 from sam_core.device import resolve_dtype
-from sam_core.fast import quantize_encoder_int8
+from sam_core.fast import enable_fast_path, quantize_encoder_int8
 
 __all__ = ["AUTO_BF16", "build_detector", "build_sam_model", "model_dtypes"]
 
@@ -66,4 +66,7 @@ def build_sam_model(config: PipelineConfig, *, device: torch.device, dtype: torc
         sam = build_sam("tiny", device=device, dtype=dtype, seed=config.seed)
     else:
         sam = build_sam(spec.model_type, spec.checkpoint, device=device, dtype=dtype)
-    return quantize_encoder_int8(sam) if spec.int8 else sam
+    if spec.int8:
+        return quantize_encoder_int8(sam)
+    # CPU: prepacked encoder linears + fused GELU (sam_core.prepack; a no-op where oneDNN lacks them).
+    return enable_fast_path(sam, prepack=sam.device.type == "cpu")

@@ -10,6 +10,8 @@ products (``transformer.py``, ``mask_decoder.py``). On top of it, opt-in:
   without native bf16 it is several times *slower* than float32.
 - ``quantize_int8=True``: the image encoder's ``nn.Linear`` layers become dynamically quantised int8
   (weights per output channel, activations per tensor at every call); CPU, float32 only.
+- ``prepack=True``: the encoder's linears prepacked for oneDNN, GELU fused (``prepack.py``); CPU,
+  inference only. The pipeline (``grounded.models``) applies it on CPU by default.
 - ``compile=True``: ``torch.compile`` the image encoder (inductor; the first call compiles for
   minutes on a small CPU, later processes reuse inductor's on-disk cache).
 """
@@ -21,6 +23,7 @@ import warnings
 import torch
 from torch import nn
 
+from .prepack import prepack_encoder
 from .sam import Sam
 
 __all__ = ["enable_fast_path", "quantize_encoder_int8"]
@@ -32,6 +35,7 @@ def enable_fast_path(
     dtype: torch.dtype | None = None,
     quantize_int8: bool = False,
     compile: bool = False,
+    prepack: bool = False,
 ) -> Sam:
     """Apply the requested speed-ups to ``sam`` in place and return it.
 
@@ -40,6 +44,8 @@ def enable_fast_path(
         dtype: ``None`` keeps the model's dtype; ``torch.float32``/``bfloat16``/``float16`` converts.
         quantize_int8: dynamic int8 linears in the image encoder (CPU + float32 only).
         compile: wrap the image encoder's forward in ``torch.compile``.
+        prepack: oneDNN-prepacked encoder linears with fused GELU (``sam_core.prepack``; CPU, after
+            ``dtype``; ignored with ``quantize_int8`` and where the ops are missing).
 
     Raises:
         ValueError: int8 requested for a non-CPU or non-float32 model, or an unsupported dtype.
@@ -50,6 +56,8 @@ def enable_fast_path(
         sam.set_dtype(dtype)
     if quantize_int8:
         quantize_encoder_int8(sam)
+    elif prepack:
+        prepack_encoder(sam.image_encoder)
     if compile:
         encoder = sam.image_encoder
         encoder.forward = torch.compile(encoder.forward, dynamic=False)

@@ -56,6 +56,16 @@ def test_benchmark_command_runs_on_tiny_models(tmp_path, capsys) -> None:
     assert e2e["new_prompt"]["model_calls"]["detector_calls"] == e2e["calls_per_step"]
     assert summary["e2e"]["new_prompt_skips_encoder"] is True
 
+    # Against the machine's own limit: the fp32 matmul peak measured in the same run, FLOPs counted
+    # once per case and every timed variant set against the peak of the dtype it ran in.
+    assert report["peak"]["best"]["float32"]["gflops"] > 0
+    efficiency = report["efficiency"]["per_case"]
+    assert efficiency["sam_encoder"]["ours-fp32"]["flops"] > 0
+    assert efficiency["sam_encoder"]["hf-eager"]["flops"] == efficiency["sam_encoder"]["ours-fp32"]["flops"]
+    assert 0 < efficiency["sam_encoder"]["ours-fp32"]["fraction_of_peak"]
+    assert efficiency["dino"]["ours-fp32"]["peak_dtype"] == "float32"
+    assert "of float32" in md.read_text()
+
     table = capsys.readouterr().out
     assert "sam_encoder" in table and "ours-fp32" in table
     text = md.read_text()

@@ -103,3 +103,55 @@ def test_postprocess_upsamples_only_the_kept_region_exactly(tiny, input_size, or
         full[..., : input_size[0], : input_size[1]], original_size, mode="bilinear", align_corners=False
     )
     torch.testing.assert_close(tiny.sam.postprocess_masks(low_res, input_size, original_size), expected)
+
+
+@pytest.mark.parametrize("dtype, cosine", [(torch.float32, 0.999999), (torch.bfloat16, 0.999)])
+def test_prepacked_encoder_equals_the_plain_one(tiny, image, dtype, cosine) -> None:
+    from sam_core.prepack import PackedLinear, prepack_available
+
+    if not prepack_available():
+        pytest.skip("this torch build has no oneDNN prepacked linear")
+    reference = _embedding(build_sam(tiny.config, tiny.folder, device="cpu", dtype=dtype), image)
+    sam = enable_fast_path(build_sam(tiny.config, tiny.folder, device="cpu"), dtype=dtype, prepack=True)
+    packed = [m for m in sam.image_encoder.modules() if isinstance(m, PackedLinear)]
+    assert len(packed) == 4 * tiny.config.encoder_depth  # qkv, proj, lin1 (+GELU), lin2 per block
+    assert sum(m.activation == "gelu" for m in packed) == tiny.config.encoder_depth
+    got = _embedding(sam, image)
+    assert _cosine(got, reference) > cosine
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_prepacked_linear_refuses_another_dtype() -> None:
+    from sam_core.prepack import PackedLinear, prepack_available
+
+    if not prepack_available():
+        pytest.skip("this torch build has no oneDNN prepacked linear")
+    layer = PackedLinear(nn.Linear(8, 4))
+    with pytest.raises(RuntimeError, match="packed in torch.float32"):
+        layer(torch.zeros(2, 8, dtype=torch.bfloat16))
+
+
+def test_prepack_leaves_other_encoders_alone(tiny) -> None:
+    from sam_core.prepack import prepack_encoder
+
+    assert prepack_encoder(nn.Sequential(nn.Linear(4, 4))) == 0
+
+
+def test_prepacked_model_state_dict_round_trips(tiny) -> None:
+    from sam_core.prepack import prepack_available
+
+    if not prepack_available():
+        pytest.skip("this torch build has no oneDNN prepacked linear")
+    plain = build_sam(tiny.config, tiny.folder, device="cpu")
+    packed = enable_fast_path(build_sam(tiny.config, tiny.folder, device="cpu"), prepack=True)
+    saved = packed.state_dict()
+    assert saved.keys() == plain.state_dict().keys()
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
+    # and a packed model loads a plain checkpoint (re-packing its linears)
+    other = enable_fast_path(build_sam(tiny.config, None, device="cpu", seed=5), prepack=True)
+    other.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, tiny.config.image_size, tiny.config.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(other.image_encoder(x), plain.image_encoder(x), rtol=1e-4, atol=1e-4)
