@@ -420,6 +420,13 @@ def _cast_weights(model: nn.Module, dtype: torch.dtype) -> None:
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             module.to(dtype)
+    # transformers loads safetensors as views of a memory-mapped file: every tensor kept in float32
+    # (norms, embeddings, biases of other layers) would hold the whole mapping -- all the float32
+    # weights, resident once read -- alive. Copies in ordinary memory let it go (~700 MB for DINO-T).
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dtype != dtype and tensor.device.type == "cpu":
+                tensor.data = tensor.data.clone()
 
 
 def _quantize_linears(core: nn.Module) -> None:
