@@ -149,13 +149,13 @@ class TwoWayAttentionBlock(nn.Module):
         return queries, keys
 
 
-def _softmax_last(x: torch.Tensor) -> torch.Tensor:
-    """softmax over a short last dimension (prompt tokens); ~3x faster on CPU than ``Tensor.softmax``
-    there, whose per-row overhead dominates for rows of a few elements."""
+def _softmax_dim(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """softmax over ``dim`` as explicit max/exp/sum/div (in place after the subtraction): for a short
+    ``dim`` with long contiguous rows behind it, each step is a vectorised pass over those rows."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return x.softmax(dim=-1)
-    e = (x - x.amax(dim=-1, keepdim=True)).exp_()
-    return e.div_(e.sum(dim=-1, keepdim=True))
+        return x.softmax(dim=dim)
+    e = (x - x.amax(dim=dim, keepdim=True)).exp_()
+    return e.div_(e.sum(dim=dim, keepdim=True))
 
 
 class Attention(nn.Module):
@@ -245,16 +245,20 @@ class Attention(nn.Module):
         vh = self.v_proj(v).view(B, T, H, d)  # B x T x H x d
         m = torch.einsum("hdc,bthd->bcht", self.q_proj.weight.view(H, d, C), kh).reshape(B, C, H * T)
         m_bias = torch.einsum("hd,bthd->bht", self.q_proj.bias.view(H, d), kh).reshape(B, 1, H * T)
-        if Bq == 1 and B > 1:  # shared image queries: one N x C x (B*H*T) product
-            logits = q[0] @ m.permute(1, 0, 2).reshape(C, B * H * T)  # N x B*H*T
-            logits = logits.view(N, B, H * T).transpose(0, 1) + m_bias  # B x N x H*T
+        # Logits token-major (B x H*T x N): the softmax over each pixel's T tokens then runs along
+        # contiguous N-long rows (vectorised), not over rows of T (~7) elements: ~6x faster on CPU.
+        if Bq == 1 and B > 1:  # shared image queries: one (B*H*T) x C x N product
+            m_t = m.permute(0, 2, 1).reshape(B * H * T, C)  # B x C x H*T -> B*H*T x C
+            logits = torch.addmm(m_bias.reshape(B * H * T, 1), m_t, q[0].transpose(0, 1))  # B*H*T x N
+            logits = logits.view(B, H * T, N)  # B x H*T x N
         else:
-            logits = torch.baddbmm(m_bias, q, m)  # B x N x H*T
-        # out_proj folded into the values, its bias into the product as a column of ones:
+            logits = torch.baddbmm(m_bias.transpose(1, 2), m.transpose(1, 2), q.transpose(1, 2))  # B x H*T x N
+        # out_proj folded into the values, its bias into the product as a row of ones:
         # sum_h P_h (V_h W_o,h^T) + b_o = [P, 1] @ [V W_o^T; b_o]
-        probs = logits.new_empty(B, N, H * T + 1)
-        probs[..., -1] = 1.0
-        probs[..., :-1] = _softmax_last(logits.view(B, N, H, T)).view(B, N, H * T)
+        probs = logits.new_empty(B, H * T + 1, N)  # B x (H*T + 1) x N
+        probs[:, -1] = 1.0
+        probs[:, :-1] = _softmax_dim(logits.view(B, H, T, N), 2).view(B, H * T, N)
+        probs = probs.transpose(1, 2)  # B x N x (H*T + 1), a view
         value_out = torch.einsum("bthd,chd->bhtc", vh, self.out_proj.weight.view(C, H, d))  # B x H x T x C
         value_out = torch.cat([value_out.reshape(B, H * T, C), self.out_proj.bias.expand(B, 1, C)], dim=1)
         if residual is None:
