@@ -252,7 +252,8 @@ class Attention(nn.Module):
             logits = torch.addmm(m_bias.reshape(B * H * T, 1), m_t, q[0].transpose(0, 1))  # B*H*T x N
             logits = logits.view(B, H * T, N)  # B x H*T x N
         else:
-            logits = torch.baddbmm(m_bias.transpose(1, 2), m.transpose(1, 2), q.transpose(1, 2))  # B x H*T x N
+            # B x H*T x 1 + (B x H*T x C) @ (B x C x N) -> B x H*T x N
+            logits = torch.baddbmm(m_bias.transpose(1, 2), m.transpose(1, 2), q.transpose(1, 2))
         # out_proj folded into the values, its bias into the product as a row of ones:
         # sum_h P_h (V_h W_o,h^T) + b_o = [P, 1] @ [V W_o^T; b_o]
         probs = logits.new_empty(B, H * T + 1, N)  # B x (H*T + 1) x N
