@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 from rel_helpers import app_process, data_url, png_bytes, random_rgb, server_env
@@ -98,17 +99,20 @@ def test_accepted_payloads_are_not_kept_per_session(server):
     _normal_request_works(server.url)
     junk = "data:image/png;base64," + base64.b64encode(b"\x89PNG not really" * (3 * MB // 15)).decode()
     data = [{"url": junk}, "cat", 0.3, 0.2, 0.5, "tiny-random", 5, False]
-    rss = []
+    rss, at = [], []
     for index in range(90):  # 4 MB each: 360 MB if they were kept
         stream = _stream(server.url, _call(server.url, data))
         assert "event: error" in stream and "image" in stream, stream[-300:]
-        if index in (29, 59, 89):  # past the 16-session cap
-            rss.append(server.process.memory_info().rss)
-    # The heap settles (the app's allocator setting keeps freed memory for reuse, so the first
-    # requests' peaks stay resident); after that it does not grow with the number of payloads.
-    late = rss[2] - rss[1]
-    assert late < 32 * MB, f"RSS grew {late / MB:.0f} MB over requests 60-90: {[r // MB for r in rss]} MB"
-    assert rss[2] - rss[0] < 120 * MB, f"RSS {[r // MB for r in rss]} MB"
+        if index >= 29 and index % 10 == 9:  # past the 16-session cap: requests 30, 40, ..., 90
+            rss.append(server.process.memory_info().rss / MB)
+            at.append(index)
+    # The heap settles, then wanders by +-30 MB between samples (glibc arenas of Gradio's threads), so
+    # the trend is a least-squares slope over 7 samples, not one difference: a kept payload would add
+    # 4 MB per request; measured here 0.3-0.6 MB per request (Gradio's own per-event bookkeeping).
+    slope = float(np.polyfit(at, rss, 1)[0])  # MB per request
+    trend = [int(r) for r in rss]
+    assert slope < 1.5, f"RSS grows {slope:.2f} MB per request over requests 30-90: {trend} MB"
+    assert max(rss) - rss[0] < 120, f"RSS {[int(r) for r in rss]} MB"
     _normal_request_works(server.url)
 
 
