@@ -62,22 +62,18 @@ def test_variant_dtype_from_result_or_name() -> None:
     assert variant_dtype("hf-eager", {}) == "float32"
 
 
-def test_cpu_flags_lists_only_known_flags() -> None:
-    info = cpu_flags()
-    assert isinstance(info["cpu"], str)
-    assert set(info["flags"]) <= {
-        "avx2",
-        "fma",
-        "avx512f",
-        "avx512bw",
-        "avx512vl",
-        "avx512_vnni",
-        "avx512_bf16",
-        "avx512_fp16",
-        "amx_tile",
-        "amx_bf16",
-        "amx_int8",
-    }
+def test_cpu_flags_reads_the_model_and_the_matmul_flags_from_cpuinfo(tmp_path, monkeypatch) -> None:
+    """A fake /proc/cpuinfo: the model name, and only the matmul-relevant flags, in a fixed order."""
+    import benchmarks.peak as peak
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor : 0\nmodel name : Fake Xeon 9999\n"
+                    "flags : fpu sse2 amx_bf16 avx2 ht avx512f avx512_bf16 amx_tile\n"
+                    "processor : 1\nmodel name : Other\nflags : fpu\n")
+    real_open = open
+    monkeypatch.setattr(peak, "open", lambda path, *a, **k: real_open(fake, *a, **k), raising=False)
+    assert cpu_flags() == {"cpu": "Fake Xeon 9999",
+                           "flags": ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]}
 
 
 def test_a_variants_own_peak_and_cpu_time_are_preferred() -> None:
