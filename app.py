@@ -9,7 +9,6 @@ Public API (``gradio_client``): ``/segment`` -> overlay image + the shared JSON 
 
 from __future__ import annotations
 
-import functools
 import html
 import logging
 import os
@@ -31,6 +30,7 @@ from grounded.pipeline import GroundedSAM
 from grounded.web import service
 from grounded.web.examples import write_examples
 from grounded.web.exemplars import parse_exemplars
+from grounded.web.gradio_errors import errors_for_api, errors_for_users
 from grounded.web.gradio_patches import (
     API_DEFAULTS,
     explain_input_errors,
@@ -40,7 +40,16 @@ from grounded.web.gradio_patches import (
     limit_url_downloads,
 )
 from grounded.web.limits import BodyLimitMiddleware, body_limit_for
-from grounded.web.page import CSS, HEAD, SHORTCUTS_MARKDOWN, TOOLS, counter_js
+from grounded.web.page import (
+    CSS,
+    HEAD,
+    INTRO,
+    SHORTCUTS_MARKDOWN,
+    TOOLS,
+    UNTRAINED_WARNING,
+    counter_js,
+    preset_info,
+)
 from grounded.web.server_args import parse_args
 from grounded.web.service import PipelineProvider, SegmentOptions
 from grounded.web.sessions import Session, SessionStore
@@ -48,52 +57,7 @@ from grounded.web.spaces import gpu
 
 __all__ = ["build_demo", "launch_demo", "main", "parse_args", "write_examples"]
 
-_LOG = logging.getLogger("grounded.app")
 MB = 1_000_000
-UNTRAINED_WARNING = (
-    "> ⚠️ **Untrained model.** This server runs the *tiny-random* preset: randomly initialised "
-    "models for tests and smoke runs. Its boxes, labels and masks are **meaningless**; every result "
-    "is marked `\"untrained\": true`. Start it with `--config default` for real weights."
-)
-_INTRO = (
-    "# Grounded SAM\nType what to find (`dog. frisbee. person`): the detector finds the boxes and SAM "
-    "cuts one mask per instance. Sliders re-filter from cache. **Correct any result**: pick an instance "
-    "(list, legend or table row), then click the overlay to refine it (green adds, red removes), add a "
-    "missed object by a point or a box, delete or relabel it; undo/redo; your edits survive new "
-    "thresholds and go into the table, the JSON and the download."
-)
-_PRESET_INFO = ("default: DINO-T + SAM ViT-B; fast: + MobileSAM; hq: + SAM-HQ; sam2: + SAM 2.1-T; "
-                "quality: DINO-B + SAM ViT-H; mm-tiny / llmdet-tiny: better detectors; sam3: SAM 3 alone "
-                "(gated weights) (loaded on first use)")
-def _errors_for_users(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """For the page's events, whose messages the browser renders as HTML: ValueError -> ``gr.Error``
-    with its HTML-escaped message; anything else is logged here and the client gets a generic message
-    (no traceback, no paths)."""
-    return _errors(fn, escape=True)
-
-
-def _errors_for_api(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """For the HTTP-only ``/segment`` endpoint: the same, with the message as plain text (it travels
-    as a JSON string in an event stream, never rendered as HTML)."""
-    return _errors(fn, escape=False)
-
-
-def _errors(fn: Callable[..., Any], *, escape: bool) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ValueError as exc:
-            message = html.escape(str(exc), quote=False) if escape else str(exc)
-            raise gr.Error(message, print_exception=False) from None
-        except Exception:
-            _LOG.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error("Internal error while processing this request (logged on the server). "
-                           "Try again, or with a smaller image.", print_exception=False) from None
-
-    return wrapper
 
 
 def _as_provider(pipelines: GroundedSAM | PipelineProvider | Callable[[], GroundedSAM]) -> PipelineProvider:
@@ -199,14 +163,14 @@ def build_demo(
             raise ValueError(what)
         return sessions.get(token)
 
-    @_errors_for_users
+    @errors_for_users
     def bundle(token: str | None) -> Any:
         session = stored(token, "run a prompt first: there is nothing to download yet")
         folder = Path(tempfile.mkdtemp(prefix="gsam-", dir=upload_dir))
         path = service.write_bundle(session, service.full_overlay(session), folder)
         return gr.DownloadButton(value=str(path), interactive=True)
 
-    @_errors_for_users
+    @errors_for_users
     def check_upload(image: Any) -> tuple[Any, str]:
         if image is None:
             return gr.skip(), ""
@@ -217,17 +181,17 @@ def build_demo(
             return None, f"⚠️ upload refused: {html.escape(str(exc), quote=False)}"
         return gr.skip(), f"image {width}×{height} ready: type a prompt and press Run"
 
-    @_errors_for_users
+    @errors_for_users
     @gpu
     def run(image: Any, prompt: str, box_threshold: float, text_threshold: float, nms_iou: float,
             preset: str, max_detections: float, multimask: bool, state_token: str | None) -> tuple[Any, ...]:
         started = time.perf_counter()
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
         rendered = render(new_session(image, prompt, preset, opts), started, token=state_token, new=True,
-                          note=_discarded(sessions, state_token))
+                          note=service.discarded_note(sessions, state_token))
         return (*rendered, gr.Dropdown(choices=provider.choices()))  # the picker shows what is loaded now
 
-    @_errors_for_users
+    @errors_for_users
     @gpu
     def refilter(token: str | None, box_threshold: float, text_threshold: float, nms_iou: float,
                  max_detections: float, multimask: bool, selected: int | None) -> tuple[Any, ...]:
@@ -247,7 +211,7 @@ def build_demo(
             return f"switching to preset **{html.escape(preset_name)}**…"
         return f"⏳ loading preset **{html.escape(preset_name)}** (first use: its weights are read now)…"
 
-    @_errors_for_users
+    @errors_for_users
     @gpu
     def switch_preset(preset_name: str, image: Any, prompt: str, box_threshold: float, text_threshold: float,
                       nms_iou: float, max_detections: float, multimask: bool,
@@ -265,7 +229,8 @@ def build_demo(
             note = f"preset {html.escape(preset_name)} loaded: {service.precision_note(pipeline.describe())}"
             return (picker, note, *(gr.skip() for _ in outputs[1:]))
         opts = options(box_threshold, text_threshold, nms_iou, max_detections, multimask)
-        note = f"re-run with preset {html.escape(preset_name)}{_discarded(sessions, token, ' · ')}"
+        discarded = service.discarded_note(sessions, token, " · ")
+        note = f"re-run with preset {html.escape(preset_name)}{discarded}"
         rendered = render(new_session(image, prompt, preset_name, opts), started, token=token, note=note,
                           new=True)
         return (picker, *rendered[1:])
@@ -281,7 +246,7 @@ def build_demo(
     def steps(session: Session) -> str:
         return f"{len(session.undo)} to undo, {len(session.redo)} to redo"
 
-    @_errors_for_users
+    @errors_for_users
     @gpu
     def click(token: str | None, index: int | None, tool: str, class_name: str | None,
               evt: gr.SelectData) -> tuple[Any, ...]:
@@ -302,30 +267,30 @@ def build_demo(
         return edit(lambda s: service.add_click(provider, s, index=index, x=x, y=y, positive=positive), token,
                     f"instance #{index} refined", selected=index)
 
-    @_errors_for_users
+    @errors_for_users
     def delete(token: str | None, index: int | None) -> tuple[Any, ...]:
         return edit(lambda s: service.delete_instance(s, index), token, f"instance #{index} deleted",
                     selected=index)
 
-    @_errors_for_users
+    @errors_for_users
     def relabel(token: str | None, index: int | None, class_name: str | None) -> tuple[Any, ...]:
         return edit(lambda s: service.relabel_instance(s, index, class_name), token,
                     f"instance #{index} is now {html.escape(str(class_name))}", selected=index)
 
-    @_errors_for_users
+    @errors_for_users
     def reset(token: str | None, index: int | None) -> tuple[Any, ...]:
         return edit(lambda s: service.reset_instance(s, index), token, f"instance #{index} reset",
                     selected=index)
 
-    @_errors_for_users
+    @errors_for_users
     def undo(token: str | None, index: int | None) -> tuple[Any, ...]:
         return edit(service.undo, token, lambda s: f"undone ({steps(s)})", selected=index)
 
-    @_errors_for_users
+    @errors_for_users
     def redo(token: str | None, index: int | None) -> tuple[Any, ...]:
         return edit(service.redo, token, lambda s: f"redone ({steps(s)})", selected=index)
 
-    @_errors_for_users
+    @errors_for_users
     def candidate(token: str | None, index: int | None, choice: str | None) -> tuple[Any, ...]:
         if not choice:
             return tuple(gr.skip() for _ in outputs)
@@ -333,19 +298,19 @@ def build_demo(
         return edit(lambda s: service.choose_candidate(s, number - 1), token, f"candidate mask {number} used",
                     selected=index)
 
-    @_errors_for_users
+    @errors_for_users
     def highlight(token: str | None, index: int | None) -> Any:
         if token is None:
             return gr.skip()
         return service.overlay_preview(sessions.get(token), index)
 
-    @_errors_for_users
+    @errors_for_users
     def pick_from_view(token: str | None, evt: gr.SelectData) -> tuple[Any, Any]:
         index = int(evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index)
         overlay = service.overlay_preview(sessions.get(token), index) if token is not None else gr.skip()
         return index, overlay
 
-    @_errors_for_api
+    @errors_for_api
     @gpu
     def segment_api(image: Any, prompt: str, box_threshold: float, text_threshold: float, nms_iou: float,
                     preset: str, max_detections: float, multimask: bool,
@@ -366,7 +331,7 @@ def build_demo(
     untrained = known is not None and known.untrained
     several = len(provider.names) > 1
     with gr.Blocks(title="Grounded SAM", delete_cache=(600, 3600), analytics_enabled=False) as demo:
-        gr.Markdown(_INTRO)
+        gr.Markdown(INTRO)
         gr.Markdown(UNTRAINED_WARNING, visible=untrained, elem_id="untrained-warning")
         state = gr.State(None, time_to_live=session_ttl_s)
         with gr.Row(elem_id="main-row"):
@@ -415,7 +380,7 @@ def build_demo(
             with gr.Column(scale=2, min_width=320, elem_id="controls-col"):
                 preset = gr.Dropdown(provider.choices(), value=provider.default, label="Models (preset)",
                                      interactive=several, elem_id="preset",
-                                     info=_preset_info(provider, untrained))
+                                     info=preset_info(provider.names, untrained))
                 box = gr.Slider(0, 1, value=defaults.box_threshold, step=0.01, label="Box threshold",
                                 elem_id="box-threshold")
                 text = gr.Slider(0, 1, value=defaults.text_threshold, step=0.01, label="Text threshold",
@@ -471,24 +436,6 @@ def build_demo(
                           preprocess=False, **model_event)
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return demo
-
-
-def _discarded(sessions: SessionStore, token: str | None, prefix: str = "") -> str:
-    """A note when a new run replaces a result the user had corrected (its edits are not carried over)."""
-    try:
-        old = sessions.get(token) if token is not None else None
-    except ValueError:  # expired: nothing to report
-        return ""
-    if old is None or not old.edits:
-        return ""
-    return f"{prefix}a new run starts afresh: the previous result's edits were discarded"
-
-
-def _preset_info(provider: PipelineProvider, untrained: bool) -> str:
-    if len(provider.names) == 1:
-        return "This server offers one preset (start it with another --config to change models)."
-    known = "tiny-random-b: the untrained tiny models, another seed. " if untrained else _PRESET_INFO + ". "
-    return known + "A preset loads on first use; its label says whether it is loaded or unavailable."
 
 
 def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["CSS", "HEAD", "SHORTCUTS", "SHORTCUTS_MARKDOWN", "TOOLS", "counter_js"]
+__all__ = [
+    "CSS", "HEAD", "INTRO", "SHORTCUTS", "SHORTCUTS_MARKDOWN", "TOOLS", "UNTRAINED_WARNING", "counter_js",
+    "preset_info",
+]
 
 # What a click on the overlay does.
 TOOLS = ["refine: add (+)", "refine: remove (−)", "add object: point", "add object: box (2 clicks)"]
@@ -92,3 +95,30 @@ CSS = """
   #edit-buttons > * { flex: 1 1 30% !important; min-width: 96px !important; }
 }
 """
+
+
+# The page's texts.
+UNTRAINED_WARNING = (
+    "> ⚠️ **Untrained model.** This server runs the *tiny-random* preset: randomly initialised "
+    "models for tests and smoke runs. Its boxes, labels and masks are **meaningless**; every result "
+    "is marked `\"untrained\": true`. Start it with `--config default` for real weights."
+)
+INTRO = (
+    "# Grounded SAM\nType what to find (`dog. frisbee. person`): the detector finds the boxes and SAM "
+    "cuts one mask per instance. Sliders re-filter from cache. **Correct any result**: pick an instance "
+    "(list, legend or table row), then click the overlay to refine it (green adds, red removes), add a "
+    "missed object by a point or a box, delete or relabel it; undo/redo; your edits survive new "
+    "thresholds and go into the table, the JSON and the download."
+)
+_PRESET_INFO = ("default: DINO-T + SAM ViT-B; fast: + MobileSAM; hq: + SAM-HQ; sam2: + SAM 2.1-T; "
+                "quality: DINO-B + SAM ViT-H; mm-tiny / llmdet-tiny: better detectors; sam3: SAM 3 alone "
+                "(gated weights) (loaded on first use)")
+
+
+def preset_info(names: list[str], untrained: bool) -> str:
+    """The model picker's hint: which presets this server offers and how they load."""
+    if len(names) == 1:
+        return "This server offers one preset (start it with another --config to change models)."
+    known = ("tiny-random-b: the untrained tiny models, another seed; tiny-random-sam3: an untrained tiny "
+             "SAM 3 (no SAM: adding and refining are off). ") if untrained else _PRESET_INFO + ". "
+    return known + "A preset loads on first use; its label says whether it is loaded or unavailable."

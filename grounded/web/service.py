@@ -51,7 +51,7 @@ from grounded.web.corrections import (
     undo,
 )
 from grounded.web.edits import Click, predicted_keys
-from grounded.web.sessions import Session
+from grounded.web.sessions import Session, SessionStore
 from grounded.web.views import (
     TABLE_HEADERS,
     UNTRAINED_NOTE,
@@ -74,8 +74,8 @@ __all__ = [
     "MAX_DETECTIONS_LIMIT", "MAX_PROMPT_CHARS", "TABLE_HEADERS", "UNTRAINED_NOTE", "Click",
     "PipelineProvider", "PresetUnavailableError", "SegmentOptions", "Session", "parse_bool",
     "add_box", "add_click", "add_point", "annotated_value", "box_corner", "check_upload", "choose_candidate",
-    "delete_instance", "drop_empty", "full_overlay", "image_name_of", "instance_choices", "models_note",
-    "overlay_preview",
+    "delete_instance", "discarded_note", "drop_empty", "full_overlay", "image_name_of", "instance_choices",
+    "models_note", "overlay_preview",
     "overlay_with_clicks", "precision_fields", "precision_note", "preview_scale", "redo", "refilter",
     "relabel_instance", "reset_instance", "resolve_image", "result_json", "segment", "table_rows",
     "to_preview", "undo", "write_bundle",
@@ -392,3 +392,14 @@ def check_upload(payload: Any, *, upload_dir: str | os.PathLike[str], max_bytes:
     source = resolve_image(payload, upload_dir=upload_dir, max_bytes=max_bytes)
     height, width = load_image(source, max_pixels=max_pixels).shape[:2]
     return width, height
+
+
+def discarded_note(sessions: SessionStore, token: str | None, prefix: str = "") -> str:
+    """A note when a new run replaces a result the user had corrected (its edits are not carried over)."""
+    try:
+        old = sessions.get(token) if token is not None else None
+    except ValueError:  # expired: nothing to report
+        return ""
+    if old is None or not old.edits:
+        return ""
+    return f"{prefix}a new run starts afresh: the previous result's edits were discarded"
