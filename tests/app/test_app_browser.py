@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from app_helpers import REPO, launched
+from app_helpers import NO_CHROMIUM, REPO, chromium_page, chromium_path, launched
 from PIL import Image
 
 pytestmark = pytest.mark.browser  # Playwright driving Chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
 SCREENSHOT = REPO / "artifacts" / "app_browser.png"
 PROMPT = "<b id=injected>cat</b>"  # must show as text, never become an element
 
@@ -38,24 +33,11 @@ def page_url(app_module, tiny_app_pipe) -> Iterator[str]:
 @pytest.fixture()
 def page(page_url) -> Iterator[Any]:
     """A fresh headless Chromium page on the app, or ``None`` when Chromium is missing (the test fails)."""
-    chromium = CHROMIUM if CHROMIUM.is_file() else shutil.which("chromium")
-    if not chromium:
+    if not chromium_path():
         yield None
         return
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory(prefix="gsam-chromium-") as profile, sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(chromium), args=ARGS, headless=True,
-            viewport={"width": 1400, "height": 1200}, accept_downloads=True)
-        try:
-            page = context.new_page()
-            page.errors = []
-            page.on("pageerror", lambda error: page.errors.append(str(error)))
-            page.goto(page_url, wait_until="domcontentloaded")
-            yield page
-        finally:
-            context.close()
+    with chromium_page(page_url, width=1400, height=1200) as page:
+        yield page
 
 
 def _wait_status(page: Any, text: str) -> str:
@@ -70,7 +52,7 @@ def _expected_count(pipe: Any, path: str, box_threshold: float) -> int:
 
 def test_page_runs_a_prompt_filters_refines_and_downloads(page, examples, tiny_app_pipe):
     if page is None:
-        pytest.fail("Chromium is not installed (/usr/bin/chromium): run `make browser`, then the tests again")
+        pytest.fail(NO_CHROMIUM)
     path = examples[0][0]  # chelsea the cat
     page.wait_for_selector("#input-image input[type=file]", state="attached", timeout=60_000)
     assert "Untrained model" in page.inner_text("#untrained-warning")

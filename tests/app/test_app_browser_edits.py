@@ -12,15 +12,13 @@ import dataclasses
 import io
 import json
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from app_helpers import REPO, launched
+from app_helpers import NO_CHROMIUM, REPO, chromium_page, chromium_path, launched
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from grounded.config import PIPELINE_PRESETS
@@ -29,42 +27,26 @@ from grounded.web.service import PipelineProvider
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
 ARTIFACTS = REPO / "artifacts"
 
 
 @pytest.fixture(scope="module")
 def page(app_module, tiny_app_pipe, examples) -> Iterator[Any]:
-    chromium = CHROMIUM if CHROMIUM.is_file() else shutil.which("chromium")
-    if not chromium:
-        pytest.fail("Chromium is not installed (/usr/bin/chromium): run `make browser`, then the tests again")
+    if not chromium_path():
+        pytest.fail(NO_CHROMIUM)
     second = dataclasses.replace(PIPELINE_PRESETS["tiny-random-b"], device="cpu", max_detections=8)
     provider = PipelineProvider(
         {"tiny-random": lambda: tiny_app_pipe, "tiny-random-b": lambda: GroundedSAM.from_config(second)},
         configs={"tiny-random": tiny_app_pipe.config, "tiny-random-b": second})
-    from playwright.sync_api import sync_playwright
-
     with (launched(app_module, app_module.build_demo(provider)) as url,
-          tempfile.TemporaryDirectory(prefix="gsam-chromium-") as profile, sync_playwright() as playwright):
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(chromium), args=ARGS, headless=True,
-            viewport={"width": 1280, "height": 1100}, accept_downloads=True)
-        try:
-            page = context.new_page()
-            page.errors = []
-            page.on("pageerror", lambda error: page.errors.append(str(error)))
-            page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_selector("#input-image input[type=file]", state="attached", timeout=60_000)
-            page.set_input_files("#input-image input[type=file]", examples[0][0])
-            page.fill("#prompt textarea", "cat. dog")
-            page.click("#run")
-            _wait(page, "instances")
-            yield page
-            assert page.errors == []
-        finally:
-            context.close()
+          chromium_page(url, width=1280, height=1100) as page):
+        page.wait_for_selector("#input-image input[type=file]", state="attached", timeout=60_000)
+        page.set_input_files("#input-image input[type=file]", examples[0][0])
+        page.fill("#prompt textarea", "cat. dog")
+        page.click("#run")
+        _wait(page, "instances")
+        yield page
+        assert page.errors == []
 
 
 # The status text without gradio's progress tracker ("queue: 1/1 | 0.1s"), or "" while an event runs.
