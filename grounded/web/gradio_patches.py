@@ -72,13 +72,14 @@ STORED_VALUE_LIMIT = 64 * 1024
 
 
 def limit_stored_input_values(limit: int = STORED_VALUE_LIMIT) -> bool:
-    """Keep Gradio from holding every request's inputs in its per-session config.
+    """Keep Gradio from holding every request's inputs and outputs in its per-session config.
 
-    Before an event runs, Gradio copies each input's serialised value into the session's config
-    (``SessionState._update_value_in_config``), and keeps it for as long as the session is kept (up
-    to ``state_session_capacity`` sessions; an API call without a session id gets a new session each
-    time). A base64 ``data:`` image is then held once per session: 256 sessions of 25 MB bodies are
-    6 GB, refused requests included. That copy only serves deep links; values larger than ``limit``
+    Gradio copies each input's serialised value into the session's config before an event runs, and
+    each output's after it (``SessionState._update_value_in_config``), and keeps them for as long as
+    the session is kept (up to ``state_session_capacity`` sessions; an API call without a session id
+    gets a new session each time). A base64 ``data:`` image is then held once per session: 256
+    sessions of 25 MB bodies are 6 GB, refused requests included; the page's result JSON (~0.7 MB of
+    Python objects for 30 masks of a 2 MP image) would add 180 MB outside the session budget. That copy only serves deep links; values larger than ``limit``
     are stored as ``None`` instead. Idempotent; applies to every Gradio 6 release (checked on the
     pinned one by tests/reliability); returns whether it is in place.
     """
@@ -97,17 +98,38 @@ def limit_stored_input_values(limit: int = STORED_VALUE_LIMIT) -> bool:
     return True
 
 
+# What one Python object costs at least, beyond the text it holds: a small int or float is 24-28 bytes,
+# each slot of a list or dict 8-16 more. An estimate from below is enough to decide "too large to keep".
+_LEAF_BYTES = 24
+_SLOT_BYTES = 8
+
+
 def _size_at_least(value: Any, limit: int) -> bool:
-    """Whether the strings and bytes inside ``value`` add up to ``limit`` (walks dicts and lists)."""
+    """Whether ``value`` takes at least ``limit`` bytes of memory: the text of its strings and bytes plus
+    a lower bound for every other leaf (numbers, booleans, None) and every container slot, walking dicts
+    and lists, and into pydantic models (Gradio hands a ``gr.JSON`` output over as its ``JsonData``
+    root model). A result JSON of run-length counts holds no long string but many numbers, and is as
+    large to keep as the text would be."""
+    from pydantic import BaseModel, RootModel
+
     total, stack = 0, [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, (str, bytes, bytearray)):
+        if isinstance(item, RootModel):
+            stack.append(item.root)
+        elif isinstance(item, BaseModel):
+            stack.extend(vars(item).values())
+        elif isinstance(item, (str, bytes, bytearray)):
             total += len(item)
         elif isinstance(item, dict):
+            total += _SLOT_BYTES * 2 * len(item)
+            stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
+            total += _SLOT_BYTES * len(item)
             stack.extend(item)
+        else:
+            total += _LEAF_BYTES
         if total >= limit:
             return True
     return False
