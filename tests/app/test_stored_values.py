@@ -20,7 +20,8 @@ def test_many_numbers_are_too_large_to_keep_though_no_string_is_long():
     """A result JSON of run-length counts: 3000 short lists of ints, no string over 10 characters.
     In Python that is ~3000 * 5 * (28 + 8) = 540 KB; its strings hold only 42 KB."""
     result = {"detections": [{"label": "dog", "counts": [1000 + i, 7, 3, 12, 9]} for i in range(3000)]}
-    strings = sum(len(k) + (len(v) if isinstance(v, str) else 0) for d in result["detections"] for k, v in d.items())
+    strings = sum(len(k) + (len(v) if isinstance(v, str) else 0)
+                  for d in result["detections"] for k, v in d.items())
     assert strings < STORED_VALUE_LIMIT
     assert _size_at_least(result, STORED_VALUE_LIMIT)
 

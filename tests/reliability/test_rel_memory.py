@@ -173,6 +173,6 @@ def test_many_tabs_keep_results_within_the_session_budget(session_server):
     early, late = float(np.median(rss[10:15])), float(np.median(rss[35:40]))
     growth = late - early
     trend = [int(r / MB) for r in rss[10:]]
-    assert growth < 16 * MB + 16 * MB + 64 * MB, f"RSS grew {growth / MB:.0f} MB over 25 more tabs: {trend} MB"
+    assert growth < 16 * MB + 16 * MB + 64 * MB, f"RSS grew {growth / MB:.0f} MB in 25 tabs: {trend} MB"
     image = {"url": data_url(png_bytes(random_rgb(7, 40, 56)))}
     assert "event: complete" in _stream(session_server.url, _call(session_server.url, [image, "cat"]))
