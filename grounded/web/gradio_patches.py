@@ -80,8 +80,9 @@ def limit_stored_input_values(limit: int = STORED_VALUE_LIMIT) -> bool:
     gets a new session each time). A base64 ``data:`` image is then held once per session: 256
     sessions of 25 MB bodies are 6 GB, refused requests included; the page's result JSON (~0.7 MB of
     Python objects for 30 masks of a 2 MP image) would add 180 MB outside the session budget. That
-    copy only serves deep links; values larger than ``limit`` are stored as ``None`` instead. Idempotent; applies to every Gradio 6 release (checked on the
-    pinned one by tests/reliability); returns whether it is in place.
+    copy only serves deep links; values larger than ``limit`` are stored as ``None`` instead.
+    Idempotent; applies to every Gradio 6 release (checked on the pinned one by tests/reliability);
+    returns whether it is in place.
     """
     from gradio import state_holder
 
