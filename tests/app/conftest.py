@@ -25,6 +25,21 @@ def tiny_app_pipe() -> Any:
     return GroundedSAM.from_config("tiny-random", device="cpu", max_detections=8)
 
 
+@pytest.fixture(scope="module")
+def provider(tiny_app_pipe: Any) -> Any:
+    """A ``PipelineProvider`` serving the tiny pipeline as its only preset."""
+    from grounded.web.service import PipelineProvider
+
+    return PipelineProvider.from_pipeline(tiny_app_pipe)
+
+
+@pytest.fixture(scope="session")
+def cat() -> Any:
+    import skimage.data
+
+    return skimage.data.chelsea()  # 300 x 451 x 3 uint8
+
+
 @pytest.fixture(scope="session")
 def examples(app_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> list[list[str]]:
     """``[path, prompt]`` pairs of the scikit-image example photos, as the app writes them."""

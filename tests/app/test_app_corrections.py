@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import skimage.data
 from PIL import Image
 
 from grounded.io.annotate import annotate
@@ -20,16 +19,6 @@ from grounded.web.service import PipelineProvider, SegmentOptions
 OPTIONS = SegmentOptions(box_threshold=0.3, text_threshold=0.2, nms_iou=0.5, max_detections=8)
 STRICT = SegmentOptions(box_threshold=0.5, text_threshold=0.2, nms_iou=0.5, max_detections=8)
 BOX = (40.0, 30.0, 260.0, 220.0)
-
-
-@pytest.fixture(scope="module")
-def provider(tiny_app_pipe: Any) -> PipelineProvider:
-    return PipelineProvider.from_pipeline(tiny_app_pipe)
-
-
-@pytest.fixture(scope="module")
-def cat() -> np.ndarray:
-    return skimage.data.chelsea()  # 300 x 451 x 3 uint8
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import skimage.data
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -23,16 +22,6 @@ from grounded.web import service, views
 from grounded.web.service import Click, PipelineProvider, SegmentOptions
 
 OPTIONS = SegmentOptions(box_threshold=0.3, text_threshold=0.2, nms_iou=0.5, max_detections=8)
-
-
-@pytest.fixture(scope="module")
-def provider(tiny_app_pipe: Any) -> PipelineProvider:
-    return PipelineProvider.from_pipeline(tiny_app_pipe)
-
-
-@pytest.fixture(scope="module")
-def cat() -> np.ndarray:
-    return skimage.data.chelsea()  # 300 x 451 x 3 uint8
 
 
 @pytest.fixture(scope="module")
