@@ -60,16 +60,6 @@ __all__ = ["build_demo", "launch_demo", "main", "parse_args", "write_examples"]
 MB = 1_000_000
 
 
-def _as_provider(pipelines: GroundedSAM | PipelineProvider | Callable[[], GroundedSAM]) -> PipelineProvider:
-    if isinstance(pipelines, PipelineProvider):
-        return pipelines
-    if isinstance(pipelines, GroundedSAM):
-        return PipelineProvider.from_pipeline(pipelines)
-    if callable(pipelines):
-        return PipelineProvider({"default": pipelines})
-    raise TypeError(f"build_demo needs a GroundedSAM, a PipelineProvider or a factory, got {type(pipelines)}")
-
-
 def build_demo(
     pipelines: GroundedSAM | PipelineProvider | Callable[[], GroundedSAM],
     *,
@@ -96,7 +86,7 @@ def build_demo(
         request_bytes: a request whose projected peak memory (``grounded.web.budget``) is larger is
             refused before any model runs.
     """
-    provider = _as_provider(pipelines)
+    provider = PipelineProvider.of(pipelines)
     sessions = SessionStore(session_bytes, ttl_s=session_ttl_s)
     upload_dir = get_upload_folder()  # gradio's cache: uploads land here, outputs written here are tracked
     os.makedirs(upload_dir, exist_ok=True)
@@ -253,19 +243,10 @@ def build_demo(
         session = stored(token, "run a prompt first, then click on the overlay to correct it")
         scale = service.preview_scale(session.image_size)  # the overlay is shown at preview size
         x, y = (v / scale for v in evt.index)
-        name = class_name or (session.classes[0] if session.classes else None)
-        if tool == TOOLS[2]:
-            return edit(lambda s: service.add_point(provider, s, x, y, name), token,
-                        f"added a {html.escape(str(name))} from a click", selected=len(session.detections))
-        if tool == TOOLS[3]:
-            if session.corner is None:
-                return edit(lambda s: service.box_corner(provider, s, x, y, name), token,
-                            "box: now click its opposite corner", selected=index)
-            return edit(lambda s: service.box_corner(provider, s, x, y, name), token,
-                        f"added a {html.escape(str(name))} from a box", selected=len(session.detections))
-        positive = tool != TOOLS[1]
-        return edit(lambda s: service.add_click(provider, s, index=index, x=x, y=y, positive=positive), token,
-                    f"instance #{index} refined", selected=index)
+        started = time.perf_counter()
+        session, note, selected = service.apply_click(provider, session, TOOLS.index(tool), index=index, x=x,
+                                                      y=y, class_name=class_name)
+        return render(session, started, token=token, note=html.escape(note, quote=False), selected=selected)
 
     @errors_for_users
     def delete(token: str | None, index: int | None) -> tuple[Any, ...]:

@@ -20,8 +20,8 @@ from grounded.web.edits import Click, Edits, Instance, apply_edits, instance_of
 from grounded.web.sessions import Candidates, Session
 
 __all__ = [
-    "HISTORY", "add_box", "add_click", "add_point", "box_corner", "choose_candidate", "delete_instance",
-    "redo", "reapply", "relabel_instance", "reset_instance", "undo",
+    "HISTORY", "add_box", "add_click", "add_point", "apply_click", "box_corner", "choose_candidate",
+    "delete_instance", "redo", "reapply", "relabel_instance", "reset_instance", "undo",
 ]
 
 HISTORY = 50  # undo steps kept per session (they share masks; bounded again by the session store)
@@ -196,3 +196,22 @@ def reset_instance(session: Session, index: Any) -> Session:
     if key not in session.edits.overrides:
         raise ValueError(f"instance #{row} has no changes to reset")
     return _commit(session, session.edits.without(key, delete=False))
+
+
+def apply_click(provider: Any, session: Session, tool: int, *, index: Any, x: float, y: float,
+                class_name: str | None) -> tuple[Session, str, int | None]:
+    """A click on the overlay at (x, y) with the page's tool ``tool`` (0: refine +, 1: refine −, 2: add
+    an object from a point, 3: a corner of a box to add): the new session, a status note (plain text)
+    and the instance to select (a new one is appended, so its row is the old count)."""
+    name = class_name or (session.classes[0] if session.classes else None)
+    added = len(session.detections)
+    if tool == 2:
+        return add_point(provider, session, x, y, name), f"added a {name} from a click", added
+    if tool == 3:
+        if session.corner is None:
+            return box_corner(provider, session, x, y, name), "box: now click its opposite corner", index
+        return box_corner(provider, session, x, y, name), f"added a {name} from a box", added
+    if tool not in (0, 1):
+        raise ValueError(f"unknown click tool {tool!r}")
+    refined = add_click(provider, session, index=index, x=x, y=y, positive=tool == 0)
+    return refined, f"instance #{index} refined", index

@@ -60,6 +60,29 @@ def test_a_box_drawn_with_two_clicks_adds_its_object(session, provider):
     np.testing.assert_array_equal(done.detections.xyxy[-1], BOX)
 
 
+@pytest.mark.parametrize(("tool", "expected", "note"), [
+    (0, "refine", "instance #1 refined"), (1, "refine", "instance #1 refined"),
+    (2, "point", "added a dog from a click"), (3, "corner", "box: now click its opposite corner"),
+])
+def test_a_click_on_the_overlay_does_what_its_tool_says(session, provider, tool, expected, note):
+    new, said, selected = service.apply_click(provider, session, tool, index=1, x=200.0, y=150.0,
+                                              class_name="dog")
+    assert said == note
+    count = len(session.detections)
+    if expected == "refine":
+        assert new.clicks[1][-1] == service.Click(200.0, 150.0, tool == 0) and selected == 1
+    elif expected == "point":
+        assert len(new.detections) == count + 1 and selected == count
+        assert new.detections.data["class_name"][-1] == "dog" and new.candidates is not None
+    else:
+        assert new.corner == (200.0, 150.0) and len(new.detections) == count and selected == 1
+        done, said, selected = service.apply_click(provider, new, 3, index=1, x=20.0, y=10.0, class_name=None)
+        assert said == "added a cat from a box" and selected == count  # no class chosen: the first one
+        np.testing.assert_array_equal(done.detections.xyxy[-1], (20.0, 10.0, 200.0, 150.0))
+    with pytest.raises(ValueError, match="unknown click tool 7"):
+        service.apply_click(provider, session, 7, index=1, x=1.0, y=1.0, class_name="dog")
+
+
 def test_add_by_point_offers_three_candidates_best_first(session, provider, tiny_app_pipe, cat):
     added = service.add_point(provider, session, 200.0, 150.0, "cat")
     masks, scores = tiny_app_pipe.segment_prompt(cat, points_xy=[[200, 150]], point_labels=[1],
