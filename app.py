@@ -130,6 +130,7 @@ def build_demo(
         offer = session.candidates
         scores = offer.scores if offer else ()
         candidate_choices = [f"{i + 1} (IoU {score:.2f})" for i, score in enumerate(scores)]
+        chosen = candidate_choices[offer.chosen] if offer and offer.chosen is not None else None
         classes = list(session.classes)
         return (
             token,
@@ -142,7 +143,7 @@ def build_demo(
             service.result_json(session),
             gr.Dropdown(choices=choices, value=pick),
             gr.Dropdown(choices=classes, value=classes[0]) if new else gr.skip(),  # keep the user's class
-            gr.Radio(choices=candidate_choices, value=candidate_choices[offer.chosen] if offer else None,
+            gr.Radio(choices=candidate_choices, value=chosen,
                      visible=bool(offer)),
             gr.Button(interactive=bool(session.undo)),
             gr.Button(interactive=bool(session.redo)),
@@ -337,7 +338,7 @@ def build_demo(
                                     min_width=240)
                     edit_class = gr.Dropdown([], label="Class (add / relabel)", elem_id="edit-class",
                                              min_width=140)
-                candidates = gr.Radio([], label="SAM's candidate masks for the added object", visible=False,
+                candidates = gr.Radio([], label="SAM's candidate masks for the clicked object", visible=False,
                                       elem_id="candidates")
                 with gr.Row(elem_id="edit-buttons"):
                     relabel_button = gr.Button("Set class", size="sm", elem_id="relabel")

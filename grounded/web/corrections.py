@@ -134,17 +134,20 @@ def add_point(provider: Any, session: Session, x: float, y: float, class_name: s
 
 
 def choose_candidate(session: Session, choice: Any) -> Session:
-    """Use SAM's candidate ``choice`` (0 = best) for the instance just added from a click."""
+    """Use SAM's candidate ``choice`` (0 = best) for the instance just added from a click or refined
+    with its first click. An added object's box becomes the chosen mask's; a detected one keeps the
+    detector's box (its prompt for further clicks)."""
     offer = session.candidates
     if offer is None or offer.key not in session.edits.overrides:
-        raise ValueError("no candidate masks to choose from: add an object with a single click first")
+        raise ValueError("no candidate masks to choose from: add an object with a single click, or "
+                         "click once on an instance to refine it, first")
     count = len(offer.scores)
     if isinstance(choice, bool) or not isinstance(choice, (int, np.integer)) or not 0 <= choice < count:
         raise ValueError(f"choose candidate 1..{len(offer.scores)}; got {choice!r}")
     mask = offer.masks[[int(choice)]]
     old = session.edits.overrides[offer.key]
-    instance = dataclasses.replace(old, mask=mask, mask_score=offer.scores[choice],
-                                   xyxy=_tight_box(mask.to_dense()[0]))
+    xyxy = _tight_box(mask.to_dense()[0]) if old.added else old.xyxy
+    instance = dataclasses.replace(old, mask=mask, mask_score=offer.scores[choice], xyxy=xyxy)
     return _commit(session, session.edits.with_instance(offer.key, instance),
                    candidates=dataclasses.replace(offer, chosen=int(choice)))
 
@@ -174,17 +177,29 @@ def relabel_instance(session: Session, index: Any, class_name: str) -> Session:
 
 
 def add_click(provider: Any, session: Session, *, index: Any, x: float, y: float, positive: bool) -> Session:
-    """Add a click to instance ``index``'s SAM prompt (its box + all its clicks) and re-decode its mask."""
+    """Add a click to instance ``index``'s SAM prompt (its box + all its clicks) and re-decode its mask.
+
+    The mask applied is SAM's single-mask output for that prompt. On an instance's first click (one
+    point is ambiguous: part or whole?) SAM's 3 multimask candidates for the same prompt are offered
+    too (``Session.candidates``, none chosen yet; ``choose_candidate`` applies one)."""
     row = check_index(session, index)
     x, y = _check_point(session, x, y)
     key, instance = _current(session, row)
     clicks = (*instance.clicks, Click(x, y, bool(positive)))
-    masks, scores = provider.get(session.preset).segment_prompt(
-        session.image, points_xy=[[c.x, c.y] for c in clicks], point_labels=[int(c.positive) for c in clicks],
-        box_xyxy=instance.xyxy)
+    prompt = {"points_xy": [[c.x, c.y] for c in clicks], "point_labels": [int(c.positive) for c in clicks],
+              "box_xyxy": instance.xyxy}
+    pipeline = provider.get(session.preset)
+    masks, scores = pipeline.segment_prompt(session.image, **prompt)
     mask = compact_masks([masks[0]], session.image_size)  # an empty mask is allowed: shown as such
     refined = dataclasses.replace(instance, mask=mask, mask_score=float(scores[0]), clicks=clicks)
-    return _commit(session, session.edits.with_instance(key, refined))
+    candidates = None
+    if len(clicks) == 1:
+        options, option_scores = pipeline.segment_prompt(session.image, **prompt, multimask=True)
+        keep = [i for i in range(len(options)) if options[i].any()]
+        if keep:
+            candidates = Candidates(key, compact_masks(options[keep], session.image_size),
+                                    tuple(float(s) for s in option_scores[keep]), chosen=None)
+    return _commit(session, session.edits.with_instance(key, refined), candidates=candidates)
 
 
 def reset_instance(session: Session, index: Any) -> Session:
@@ -214,4 +229,5 @@ def apply_click(provider: Any, session: Session, tool: int, *, index: Any, x: fl
     if tool not in (0, 1):
         raise ValueError(f"unknown click tool {tool!r}")
     refined = add_click(provider, session, index=index, x=x, y=y, positive=tool == 0)
-    return refined, f"instance #{index} refined", index
+    offered = " (or pick one of SAM's candidates)" if refined.candidates is not None else ""
+    return refined, f"instance #{index} refined{offered}", index

@@ -34,8 +34,8 @@ class Session:
     ``detections`` is ``predicted`` with the user's ``edits`` applied (``grounded.web.edits``): what
     every view, the download and the JSON show; ``keys`` names each of its rows. ``undo``/``redo``
     hold earlier/later edit sets; ``candidates`` SAM's alternative masks for the last point-added
-    instance; ``corner`` the first corner of a box being drawn. Masks are ``sv.CompactMask`` in the
-    frame of ``image`` (H x W x 3 uint8 RGB).
+    or first-clicked instance; ``corner`` the first corner of a box being drawn. Masks are
+    ``sv.CompactMask`` in the frame of ``image`` (H x W x 3 uint8 RGB).
     """
 
     image: np.ndarray
@@ -89,12 +89,12 @@ class Session:
 
 @dataclass(frozen=True)
 class Candidates:
-    """SAM's candidate masks (best first) for the instance ``key``, added from one click."""
+    """SAM's candidate masks (best first) for the instance ``key``, added or refined with one click."""
 
     key: str
     masks: CompactMask  # C masks
     scores: tuple[float, ...]
-    chosen: int = 0
+    chosen: int | None = 0  # None: offered beside SAM's single-mask output, none picked yet
 
 
 class SessionExpiredError(ValueError):

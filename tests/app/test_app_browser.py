@@ -93,7 +93,12 @@ def test_page_runs_a_prompt_filters_refines_and_downloads(page, examples, tiny_a
     overlay = page.locator("#overlay img")
     size = overlay.bounding_box()
     overlay.click(position={"x": size["width"] * 0.5, "y": size["height"] * 0.5})
-    _wait_status(page, "instance #2 refined")
+    _wait_status(page, "instance #2 refined (or pick one of SAM's candidates)")
+    # a first click is ambiguous: SAM's candidates are offered beside its answer, none picked yet
+    page.wait_for_selector("#candidates input", state="visible")
+    assert page.locator("#candidates input:checked").count() == 0
+    page.locator("#candidates label").first.click()
+    _wait_status(page, "candidate mask 1 used")
     page.click("#reset")
     _wait_status(page, "instance #2 reset")
     overlay.click(position={"x": size["width"] * 0.4, "y": size["height"] * 0.6})

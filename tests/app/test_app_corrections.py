@@ -61,7 +61,8 @@ def test_a_box_drawn_with_two_clicks_adds_its_object(session, provider):
 
 
 @pytest.mark.parametrize(("tool", "expected", "note"), [
-    (0, "refine", "instance #1 refined"), (1, "refine", "instance #1 refined"),
+    (0, "refine", "instance #1 refined (or pick one of SAM's candidates)"),
+    (1, "refine", "instance #1 refined (or pick one of SAM's candidates)"),
     (2, "point", "added a dog from a click"), (3, "corner", "box: now click its opposite corner"),
 ])
 def test_a_click_on_the_overlay_does_what_its_tool_says(session, provider, tool, expected, note):
@@ -149,6 +150,33 @@ def test_edits_survive_threshold_changes(session, provider):
     restored = service.refilter(provider, stricter, OPTIONS)
     assert restored.keys == edited.keys and _names(restored) == _names(edited)
     assert service.undo(restored).keys == service.undo(edited).keys  # the undo steps survive too
+
+
+def test_a_first_refine_click_offers_sams_three_candidates_and_keeps_the_detector_box(
+        session, provider, tiny_app_pipe, cat):
+    box = tuple(session.detections.xyxy[1])
+    refined = service.add_click(provider, session, index=1, x=150.0, y=100.0, positive=True)
+    prompt = {"points_xy": [[150.0, 100.0]], "point_labels": [1], "box_xyxy": box}
+    single, _ = tiny_app_pipe.segment_prompt(cat, **prompt)
+    masks, scores = tiny_app_pipe.segment_prompt(cat, **prompt, multimask=True)
+    np.testing.assert_array_equal(refined.detections.mask[1], single[0])  # applied: the single-mask output
+    offer = refined.candidates
+    assert offer is not None and offer.key == session.keys[1] and offer.chosen is None
+    kept = [i for i in range(3) if masks[i].any()]
+    np.testing.assert_allclose(offer.scores, scores[kept], rtol=1e-6)
+    np.testing.assert_array_equal(offer.masks.to_dense(), masks[kept])
+    second = service.choose_candidate(refined, len(kept) - 1)
+    np.testing.assert_array_equal(second.detections.mask[1], masks[kept[-1]])
+    np.testing.assert_array_equal(second.detections.xyxy[1], box)  # a detected instance keeps its box
+    assert second.clicks == {1: (service.Click(150.0, 100.0, True),)}
+    assert second.candidates.chosen == len(kept) - 1
+    np.testing.assert_array_equal(service.undo(second).detections.mask[1], single[0])
+    again = service.add_click(provider, second, index=1, x=20.0, y=20.0, positive=False)
+    assert again.candidates is None  # two clicks are no longer ambiguous: no offer
+    with pytest.raises(ValueError, match="no candidate masks to choose from"):
+        service.choose_candidate(again, 0)
+    _, note, _ = service.apply_click(provider, session, 0, index=1, x=150.0, y=100.0, class_name=None)
+    assert note == "instance #1 refined (or pick one of SAM's candidates)"
 
 
 def test_refine_clicks_reset_and_the_download_hold_the_edited_set(session, provider, cat, tmp_path):
